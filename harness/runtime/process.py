@@ -1,0 +1,90 @@
+"""The process runtime: each command is a subprocess in its own process group, with a scrubbed
+environment and the workspace as working directory.
+
+It does not isolate: the agent runs as the harness's user and could read any file that user can.
+It exists for hosts without a Docker engine and for fast tests; `--runtime auto` warns when it
+falls back to it. The hidden test split is simply never named in its environment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.runtime.base import ExecResult, Runtime, Sandbox, SandboxSpec
+
+KILL_GRACE_S = 5.0
+KEPT_ENV = ("LANG", "LC_ALL", "TERM", "TZ")
+
+
+def scrubbed_env(home: Path) -> dict[str, str]:
+    """A minimal environment: the harness's Python first on PATH, nothing else from the host."""
+    env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left after grace_s."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # children that ignored the TERM
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+class ProcessSandbox(Sandbox):
+    def __init__(self, spec: SandboxSpec):
+        super().__init__(spec)
+        self.home = spec.workspace.parent / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._running: subprocess.Popen | None = None
+
+    def path(self, host_path: Path) -> str:
+        return str(host_path)
+
+    def exec(self, argv, log_path, timeout_s=None, env=None) -> ExecResult:
+        full_env = scrubbed_env(self.home) | self.spec.env | (env or {})
+        if self.spec.cpus:
+            full_env.setdefault("OMP_NUM_THREADS", str(max(1, int(self.spec.cpus))))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, cwd=self.spec.workspace, env=full_env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._running = proc
+            try:
+                code = proc.wait(timeout=timeout_s)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                stop_process_group(proc)
+                code, timed_out = None, True
+            finally:
+                self._running = None
+        return ExecResult(exit_code=code, timed_out=timed_out, seconds=time.monotonic() - start)
+
+    def close(self) -> None:
+        if self._running is not None:
+            stop_process_group(self._running)
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def open(self, spec: SandboxSpec) -> ProcessSandbox:
+        return ProcessSandbox(spec)

@@ -1,0 +1,91 @@
+"""The results store. A run directory looks like this:
+
+    <run_dir>/
+      run.json                          the run's config as it was run, git revision of the project
+      sessions/<agent>-r<repeat>/       one folder per session: the source of truth
+        session.json                    SessionRecord, rewritten atomically after each stage
+        manifest.json                   provenance: profile hash, runtime/image, agent, host, git revision
+        workspace/                      the agent's git repo (branch autoresearch/<tag>)
+        ledger/                         one JSON per training run the agent started (bench/sitecustomize)
+        agent.log                       everything the agent printed
+        experiments.json                collect: one record per results.tsv row
+        findings.json                   integrity findings
+        verification.json               verify: bpb of baseline and final train.py per held-out seed and split
+      sessions/<id>.interrupted-<n>/    a session killed mid-way, set aside (never deleted) when redone
+      cache/<profile_hash>/<train_py_hash>/seed-<seed>/   trusted training results, shared by all sessions
+      tables/*.parquet                  sessions, experiments, verifications, findings: built from the folders
+      leaderboard.md
+
+Every file is written to a temporary name and renamed into place, so a kill never leaves half a record.
+Tables are rebuilt from the folders; nothing in a folder is ever overwritten by the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+TABLES = ("sessions", "experiments", "verifications", "findings")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write data (a dataclass, a list of them, or plain JSON) to path."""
+    payload = _plain(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def _plain(data: Any) -> Any:
+    if is_dataclass(data):
+        return asdict(data)
+    if isinstance(data, (list, tuple)):
+        return [_plain(d) for d in data]
+    return data
+
+
+def session_dirs(run_dir: Path) -> list[Path]:
+    """Folders of sessions that have a record (set-aside interrupted attempts excluded)."""
+    root = run_dir / "sessions"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "session.json").exists() and ".interrupted-" not in p.name)
+
+
+def build_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Rebuild the parquet tables from the session folders; returns them."""
+    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
+    for folder in session_dirs(run_dir):
+        session = read_json(folder / "session.json")
+        rows["sessions"].append(session)
+        tag = {"session_id": session["session_id"], "agent": session["agent"]}
+        rows["experiments"] += [tag | e for e in read_json(folder / "experiments.json", [])]
+        rows["findings"] += [tag | f for f in read_json(folder / "findings.json", [])]
+        rows["verifications"] += [tag | v for v in read_json(folder / "verification.json", {}).get("runs", [])]
+    tables = {}
+    out = run_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table_rows in rows.items():
+        df = pd.DataFrame([r | {"schema_version": SCHEMA_VERSION} for r in table_rows])
+        tmp = out / f".{name}.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, out / f"{name}.parquet")
+        tables[name] = df
+    return tables
