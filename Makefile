@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: install
+	$(BIN)/python -m bench.prepare --profile cpu-tiny --source corpus
 	$(BIN)/arbench run harness/configs/demo.toml --out demo
-	$(BIN)/arbench leaderboard demo
 
 test: install
 	$(BIN)/pytest -q -ra
 
 bench: install
 	$(BIN)/python -m harness.benchmark
+
+# the images this host can build (cpu; cuda where nvidia-smi answers), cached: see images/build.py
+images: install
+	$(BIN)/python images/build.py
 
 clean:
 	rm -rf $(VENV) demo build

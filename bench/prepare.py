@@ -232,7 +232,7 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
             rows = rows.pin_memory().to(device, non_blocking=True)
         else:
             rows = rows.to(device)
-        yield rows[:, :-1], rows[:, 1:], epoch
+        yield rows[:, :-1].contiguous(), rows[:, 1:].contiguous(), epoch  # contiguous like the original's buffers
 
 # ---------------------------------------------------------------------------
 # Evaluation (DO NOT CHANGE — this is the fixed metric)

@@ -62,6 +62,11 @@ def make_workspace(dest: Path, profile: Profile, tag: str) -> Baseline:
                     files={name: sha256_bytes(text.encode()) for name, text in files.items()})
 
 
+def is_ancestor(repo: Path, commit: str, descendant: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, descendant],
+                          capture_output=True).returncode == 0
+
+
 def file_at(repo: Path, commit: str, path: str) -> bytes:
     """The exact bytes of path at commit."""
     return subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"],

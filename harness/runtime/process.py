@@ -19,14 +19,18 @@ from harness.runtime.base import ExecResult, Runtime, Sandbox, SandboxSpec
 
 KILL_GRACE_S = 5.0
 KEPT_ENV = ("LANG", "LC_ALL", "TERM", "TZ")
+SITECUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "bench" / "sitecustomize"
 
 
-def scrubbed_env(home: Path) -> dict[str, str]:
-    """A minimal environment: the harness's Python first on PATH, nothing else from the host."""
+def scrubbed_env(home: Path, cpus: int | None) -> dict[str, str]:
+    """A minimal environment: the harness's Python first on PATH, bench's seeding hooks, nothing from the host."""
     env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(SITECUSTOMIZE_DIR)
+    if cpus:
+        env["OMP_NUM_THREADS"] = str(cpus)
     return env
 
 
@@ -49,8 +53,9 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = KILL_GRACE_S) ->
 
 
 class ProcessSandbox(Sandbox):
-    def __init__(self, spec: SandboxSpec):
+    def __init__(self, spec: SandboxSpec, cpus: int | None):
         super().__init__(spec)
+        self.cpus = cpus
         self.home = spec.workspace.parent / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self._running: subprocess.Popen | None = None
@@ -59,9 +64,7 @@ class ProcessSandbox(Sandbox):
         return str(host_path)
 
     def exec(self, argv, log_path, timeout_s=None, env=None) -> ExecResult:
-        full_env = scrubbed_env(self.home) | self.spec.env | (env or {})
-        if self.spec.cpus:
-            full_env.setdefault("OMP_NUM_THREADS", str(max(1, int(self.spec.cpus))))
+        full_env = scrubbed_env(self.home, self.cpus) | self.spec.env | (env or {})
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with open(log_path, "ab") as log:
@@ -71,6 +74,7 @@ class ProcessSandbox(Sandbox):
             try:
                 code = proc.wait(timeout=timeout_s)
                 timed_out = False
+                stop_process_group(proc, grace_s=0)  # whatever the command left running in the background
             except subprocess.TimeoutExpired:
                 stop_process_group(proc)
                 code, timed_out = None, True
@@ -84,7 +88,12 @@ class ProcessSandbox(Sandbox):
 
 
 class ProcessRuntime(Runtime):
+    """cpus: threads each command may use (OMP_NUM_THREADS), so parallel sessions share the host fairly."""
+
     name = "process"
 
+    def __init__(self, cpus: int | None = None):
+        self.cpus = cpus
+
     def open(self, spec: SandboxSpec) -> ProcessSandbox:
-        return ProcessSandbox(spec)
+        return ProcessSandbox(spec, self.cpus)

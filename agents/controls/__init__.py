@@ -1,0 +1,29 @@
+"""Non-LLM control agents: reference rows for every leaderboard (DESIGN §6).
+
+Registry: name -> "module:Class", imported lazily. Each class is a protocol.Control; a new control
+(e.g. a TPE optimiser implementing propose/observe over hyperparams.search_space) is one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+CONTROLS: dict[str, str] = {
+    "noop": "agents.controls.noop:Noop",
+    "random": "agents.controls.search:RandomSearch",
+    "greedy": "agents.controls.search:Greedy",
+    "cheater-prepare": "agents.controls.cheaters:CheaterPrepare",
+    "cheater-seed": "agents.controls.cheaters:CheaterSeed",
+    "cheater-fake": "agents.controls.cheaters:CheaterFake",
+}
+
+
+class UnknownControl(ValueError):
+    pass
+
+
+def load_control(name: str) -> type:
+    if name not in CONTROLS:
+        raise UnknownControl(f"unknown control {name!r}; known: {', '.join(CONTROLS)}")
+    module, cls = CONTROLS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,126 @@
+"""`make bench`: how long one cpu-tiny experiment takes, where the time goes, and what it reaches.
+
+Runs the baseline train.py the way an agent does (`python train.py`, seeded through bench's
+sitecustomize) in a fresh workspace, a few times, and prints per experiment: wall seconds split into
+startup (process start to the first step), training (first to last step, warm-up steps included;
+`counted` is the budgeted training time train.py reports), eval (last step to the summary), tokens
+per second over the counted steps, and val_bpb; plus the val_bpb of the untrained model. Prints, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.launch import parse_summary
+from bench.profile import Profile, load_profile
+from harness.data import DataMissing, require_prepared
+from harness.workspace import task_files
+
+SITECUSTOMIZE_DIR = Path(__file__).resolve().parent.parent / "bench" / "sitecustomize"
+TOK_PER_SEC = re.compile(r"tok/sec: ([\d,]+)")
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    startup: float
+    training: float
+    eval: float
+    tokens_per_second: float   # median over the counted steps (after the 11 warm-up steps)
+    summary: dict[str, float]
+
+
+def step_limited(train_py: str, steps: int) -> str:
+    """train.py that trains exactly `steps` steps (0: evaluates the untrained model), schedules driven by
+    step / steps instead of time: reproducible runs, for tests and for the untrained reference."""
+    replacements = [
+        ("\nwhile True:\n", f"\nwhile step < {steps}:\n"),
+        ("progress = min(total_training_time / TIME_BUDGET, 1.0)", f"progress = min(step / {max(steps, 1)}, 1.0)"),
+        ("if step > 10 and total_training_time >= TIME_BUDGET:", "if False:"),
+    ]
+    for old, new in replacements:
+        if train_py.count(old) != 1:
+            raise ValueError(f"train.py does not have exactly one {old.strip()!r}")
+        train_py = train_py.replace(old, new)
+    return train_py
+
+
+def write_workspace(dest: Path, profile: Profile, train_py: str | None = None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, text in task_files(profile).items():
+        (dest / name).write_text(text)
+    if train_py is not None:
+        (dest / "train.py").write_text(train_py)
+    return dest
+
+
+def timed_run(workspace: Path, data_dir: Path, seed: int) -> Timing:
+    """Run `python train.py` in workspace, timestamping each output line as it arrives."""
+    env = dict(os.environ, ARBENCH_DATA_DIR=str(data_dir), ARBENCH_SEED=str(seed), PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(SITECUSTOMIZE_DIR), os.environ.get("PYTHONPATH")])))
+    env.pop("ARBENCH_PROFILE", None)   # the workspace's profile.toml decides, as in a session
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "train.py"], cwd=workspace, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    lines: list[tuple[float, str]] = []   # (seconds since start, line); step lines end in \r, not \n
+    pending = b""
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        now = time.monotonic() - start
+        *complete, pending = re.split(rb"[\r\n]", pending + chunk)
+        lines += [(now, part.decode(errors="replace")) for part in complete if part.strip()]
+    proc.wait()
+    wall = time.monotonic() - start
+    output = "\n".join(text for _, text in lines)
+    if proc.returncode != 0:
+        raise RuntimeError(f"train.py failed (exit {proc.returncode}):\n{output[-2000:]}")
+    steps = [(t, text) for t, text in lines if text.startswith("step ")]
+    summary_at = next(t for t, text in lines if text.strip() == "---")
+    first, last = (steps[0][0], steps[-1][0]) if steps else (summary_at, summary_at)
+    rates = sorted(float(m.group(1).replace(",", "")) for _, text in steps[11:] if (m := TOK_PER_SEC.search(text)))
+    return Timing(wall=wall, startup=first, training=last - first, eval=summary_at - last,
+                  tokens_per_second=rates[len(rates) // 2] if rates else float("nan"), summary=parse_summary(output))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu-tiny")
+    parser.add_argument("--runs", type=int, default=3, help="experiments to time (default 3)")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    try:
+        data = require_prepared(profile)
+    except DataMissing:
+        subprocess.run([sys.executable, "-m", "bench.prepare", "--profile", args.profile], check=True)
+        data = require_prepared(profile)
+    print(f"profile {profile.name} ({profile.hash}): budget {profile.time_budget:.0f}s, "
+          f"{os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = write_workspace(Path(tmp) / "ws", profile)
+        untrained = timed_run(write_workspace(Path(tmp) / "untrained", profile,
+                                              step_limited(task_files(profile)["train.py"], 0)), data.data_dir, 0)
+        print(f"untrained model: val_bpb {untrained.summary['val_bpb']:.4f}")
+        header = f"{'run':>3} {'wall_s':>7} {'startup':>7} {'train':>6} {'counted':>7} {'eval':>5} {'tok/s':>8} {'steps':>5} {'val_bpb':>8}"
+        print(header)
+        timings = []
+        for seed in range(args.runs):
+            t = timed_run(workspace, data.data_dir, seed)
+            timings.append(t)
+            print(f"{seed:>3} {t.wall:7.1f} {t.startup:7.1f} {t.training:6.1f} {t.summary.get('training_seconds', 0):7.1f} "
+                  f"{t.eval:5.1f} {t.tokens_per_second:8.0f} {t.summary.get('num_steps', 0):5.0f} {t.summary['val_bpb']:8.4f}")
+    bpbs = [t.summary["val_bpb"] for t in timings]
+    spread = f" ± {statistics.stdev(bpbs):.4f}" if len(bpbs) > 1 else ""
+    print(f"mean: wall {statistics.mean(t.wall for t in timings):.1f}s, val_bpb {statistics.mean(bpbs):.4f}{spread} "
+          f"(untrained {untrained.summary['val_bpb']:.4f})")
+
+
+if __name__ == "__main__":
+    main()

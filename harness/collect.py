@@ -1,0 +1,267 @@
+"""Collection: one ExperimentRecord per results.tsv row, matched to its commit and to a real run.
+
+Three sources, none trusted on its own:
+  results.tsv   what the agent claims (program.md format: commit, val_bpb, memory_gb, status, description)
+  git           every commit the agent made, discarded ones included (reflog and unreachable objects)
+  run ledger    one JSON record per `python train.py`, written by bench's sitecustomize into $ARBENCH_LEDGER
+A row is matched to the commit its short hash names, and to a ledger run of that commit's train.py.
+This module only gathers and matches; harness/integrity.py judges. The parser is tolerant: a malformed
+row is returned as a RowProblem, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.workspace import file_at, git, sha256_bytes
+
+RESULTS_FILE = "results.tsv"
+RESULTS_HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
+
+Status = Literal["keep", "discard", "crash"]
+RunStatus = Literal["ok", "crash", "nan", "timeout", "missing"]
+STATUSES: tuple[Status, ...] = ("keep", "discard", "crash")
+
+
+# ---------------------------------------------------------------------------
+# results.tsv
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ResultRow:
+    commit: str
+    val_bpb: float
+    memory_gb: float
+    status: Status
+    description: str
+
+    def to_line(self) -> str:
+        description = " ".join(self.description.split())  # no tabs or newlines inside the column
+        return f"{self.commit}\t{self.val_bpb:.6f}\t{self.memory_gb:.1f}\t{self.status}\t{description}\n"
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line_no: int  # 1-based line of results.tsv; 0 for the file as a whole
+    line: str
+    reason: str
+
+
+def header_line() -> str:
+    return "\t".join(RESULTS_HEADER) + "\n"
+
+
+def parse_results(text: str) -> tuple[list[ResultRow], list[RowProblem]]:
+    lines = text.splitlines()
+    if not lines or tuple(lines[0].strip().split("\t")) != RESULTS_HEADER:
+        first = lines[0] if lines else ""
+        return [], [RowProblem(1, first, f"header is not {header_line().strip()!r}")] + _parse_rows(lines[1:], 2)[1]
+    return _parse_rows(lines[1:], 2)
+
+
+def _parse_rows(lines: list[str], first_line_no: int) -> tuple[list[ResultRow], list[RowProblem]]:
+    rows, problems = [], []
+    for line_no, line in enumerate(lines, start=first_line_no):
+        if not line.strip():
+            continue
+        row_or_reason = _parse_row(line)
+        if isinstance(row_or_reason, ResultRow):
+            rows.append(row_or_reason)
+        else:
+            problems.append(RowProblem(line_no, line, row_or_reason))
+    return rows, problems
+
+
+def _parse_row(line: str) -> ResultRow | str:
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != len(RESULTS_HEADER):
+        return f"{len(fields)} tab-separated fields, expected {len(RESULTS_HEADER)}"
+    commit, val_bpb, memory_gb, status, description = (f.strip() for f in fields)
+    if not (4 <= len(commit) <= 40 and all(c in "0123456789abcdef" for c in commit.lower())):
+        return f"commit {commit!r} is not a hex hash"
+    try:
+        bpb, memory = float(val_bpb), float(memory_gb)
+    except ValueError:
+        return f"val_bpb {val_bpb!r} or memory_gb {memory_gb!r} is not a number"
+    if not (math.isfinite(bpb) and math.isfinite(memory)):
+        return f"val_bpb {val_bpb!r} or memory_gb {memory_gb!r} is not finite"
+    if status not in STATUSES:
+        return f"status {status!r} is not one of {', '.join(STATUSES)}"
+    return ResultRow(commit.lower(), bpb, memory, status, description)
+
+
+def read_results(workspace: Path) -> tuple[list[ResultRow], list[RowProblem]]:
+    path = workspace / RESULTS_FILE
+    if not path.is_file():
+        return [], [RowProblem(0, "", f"{RESULTS_FILE} is missing")]
+    return parse_results(path.read_text(errors="replace"))
+
+
+# ---------------------------------------------------------------------------
+# Run ledger
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One `python train.py` as bench's sitecustomize saw it from inside the process."""
+    path: str
+    train_py_sha256: str
+    seed: int | None
+    started_at: float
+    ended_at: float | None
+    status: RunStatus
+    summary: dict[str, Any]
+
+    @property
+    def val_bpb(self) -> float | None:
+        value = self.summary.get("val_bpb")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def read_ledger(ledger_dir: Path) -> list[LedgerRecord]:
+    """Every readable record in ledger_dir, oldest first; unreadable files are skipped."""
+    records = [_ledger_record(p) for p in sorted(ledger_dir.glob("*.json"))]
+    return sorted((r for r in records if r is not None), key=lambda r: r.started_at)
+
+
+def _ledger_record(path: Path) -> LedgerRecord | None:
+    try:
+        raw = json.loads(path.read_text())
+        return LedgerRecord(
+            path=str(path),
+            train_py_sha256=str(raw["train_py_sha256"]),
+            seed=raw.get("seed"),
+            started_at=float(raw["started_at"]),
+            ended_at=raw.get("ended_at"),
+            status=_run_status(raw),
+            summary=dict(raw.get("summary") or {}),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_status(raw: dict[str, Any]) -> RunStatus:
+    """The status sitecustomize recorded at exit; a record still "running" is a run killed from outside."""
+    status = raw.get("status")
+    if status in ("ok", "crash", "nan", "timeout"):
+        return status
+    return "timeout" if raw.get("ended_at") is None else "crash"
+
+
+# ---------------------------------------------------------------------------
+# Git
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    parents: tuple[str, ...]
+    time: int  # committer time, seconds
+
+
+def all_commits(repo: Path) -> dict[str, Commit]:
+    """Every commit still in the repository: branches, reflog (discarded experiments) and unreachable ones."""
+    shas = set(git(repo, "rev-list", "--all", "--reflog", check=False).split())
+    fsck = git(repo, "fsck", "--unreachable", "--no-reflogs", "--no-progress", check=False)
+    shas |= {line.split()[2] for line in fsck.splitlines() if line.startswith("unreachable commit ")}
+    if not shas:
+        return {}
+    log = git(repo, "show", "-s", "--format=%H %ct %P", *sorted(shas))
+    commits = {}
+    for line in log.splitlines():
+        sha, time, *parents = line.split()
+        commits[sha] = Commit(sha, tuple(parents), int(time))
+    return commits
+
+
+def train_py_hash(repo: Path, sha: str) -> str | None:
+    """sha256 of train.py at a commit; None when the commit has none."""
+    try:
+        return sha256_bytes(file_at(repo, sha, "train.py"))
+    except subprocess.CalledProcessError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Experiments
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """A results.tsv row with what git and the ledger say about it (the store adds session_id and agent)."""
+    idx: int
+    commit: str                  # full hash when found, else the row's text
+    parent: str | None
+    description: str
+    claimed_val_bpb: float
+    memory_gb: float
+    status: Status
+    run_status: RunStatus        # of the matched ledger run; "missing" when none
+    training_seconds: float | None
+    total_seconds: float | None
+    commit_found: bool
+    train_py_sha256: str | None  # of train.py at the commit
+    run_val_bpb: float | None    # what the matched run really printed
+    seed: int | None
+
+
+def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
+    rows, _ = read_results(workspace)
+    commits = all_commits(workspace)
+    resolved = [_resolve(row.commit, commits) for row in rows]
+    unused = read_ledger(ledger_dir) if ledger_dir is not None and ledger_dir.is_dir() else []
+    records = []
+    for idx, (row, commit) in enumerate(zip(rows, resolved)):
+        train_hash = train_py_hash(workspace, commit.sha) if commit else None
+        later = [c.time for c in resolved[idx + 1:] if c is not None]
+        run = _match_run(row, commit, later[0] if later else None, train_hash, unused)
+        if run is not None:
+            unused.remove(run)
+        records.append(_record(idx, row, commit, train_hash, run))
+    return records
+
+
+def _resolve(short: str, commits: dict[str, Commit]) -> Commit | None:
+    matches = [c for sha, c in commits.items() if sha.startswith(short)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _match_run(row: ResultRow, commit: Commit | None, next_time: int | None, train_hash: str | None,
+               unused: list[LedgerRecord]) -> LedgerRecord | None:
+    """A run of this commit's train.py started between its commit and the next row's (git times are whole
+    seconds, hence the slack); the one that printed the claimed val_bpb if any, else the first."""
+    if commit is None:
+        return None
+    end = next_time + 1 if next_time is not None and next_time >= commit.time else float("inf")
+    candidates = [r for r in unused if r.train_py_sha256 == train_hash and commit.time - 1 <= r.started_at < end]
+    exact = [r for r in candidates if r.val_bpb is not None and abs(r.val_bpb - row.val_bpb) <= VAL_BPB_TOLERANCE]
+    return (exact or candidates or [None])[0]
+
+
+VAL_BPB_TOLERANCE = 1e-6 + 1e-12  # results.tsv has 6 decimals; the slack absorbs float rounding
+
+
+def _record(idx: int, row: ResultRow, commit: Commit | None, train_hash: str | None,
+            run: LedgerRecord | None) -> ExperimentRecord:
+    summary = run.summary if run else {}
+    return ExperimentRecord(
+        idx=idx,
+        commit=commit.sha if commit else row.commit,
+        parent=commit.parents[0] if commit and commit.parents else None,
+        description=row.description,
+        claimed_val_bpb=row.val_bpb,
+        memory_gb=row.memory_gb,
+        status=row.status,
+        run_status=run.status if run else "missing",
+        training_seconds=summary.get("training_seconds"),
+        total_seconds=summary.get("total_seconds"),
+        commit_found=commit is not None,
+        train_py_sha256=train_hash,
+        run_val_bpb=run.val_bpb if run else None,
+        seed=run.seed if run else None,
+    )

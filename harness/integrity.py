@@ -1,0 +1,217 @@
+"""Integrity: typed findings about one session's workspace, from git, results.tsv and the run ledger.
+
+Covers (DESIGN §7): files other than train.py changed at any commit (discarded ones included) or in the
+working tree; git history well formed (branch autoresearch/*, baseline commit an ancestor of HEAD);
+results.tsv consistent with commits and real runs (row commit exists, val_bpb equals a run of that commit's
+train.py, no row without a run, no run of an uncommitted train.py); seed tampering (a commit that changes,
+adds or removes a seed call, or touches ARBENCH_* settings); malformed results.tsv.
+Does not cover: hidden-path access (the runtime's job) or cheats inside train.py's own code path (the trusted
+verifier re-trains and scores with harness code). Severity "error" is a rule broken; "warning" a deviation
+from the protocol that is not by itself a cheat.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from harness.collect import (RESULTS_FILE, VAL_BPB_TOLERANCE, Commit, ExperimentRecord, all_commits, read_ledger,
+                             read_results)
+from harness.workspace import file_at, git, sha256_bytes
+
+FindingKind = Literal[
+    "prepare_modified",        # prepare.py differs from the baseline
+    "file_modified",           # another file outside train.py differs from the baseline, or is new
+    "history_malformed",       # wrong branch, baseline commit missing or not an ancestor of HEAD
+    "results_malformed",       # results.tsv missing, bad header or rows that do not parse
+    "results_unknown_commit",  # a row names a commit that does not exist
+    "results_without_run",     # a row with no run of its commit's train.py in the ledger
+    "results_mismatch",        # a row's val_bpb or outcome differs from its run
+    "run_uncommitted",         # a run of a train.py that no commit holds
+    "seed_tampering",          # a commit changes seed calls or ARBENCH_* settings in train.py
+]
+Severity = Literal["error", "warning"]
+PROTECTED = ("prepare.py", "profile.toml")  # they set the metric and the constants: changing them is a cheat
+WORKING_FILES = {RESULTS_FILE, "run.log"}    # the protocol's own untracked files
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: FindingKind
+    severity: Severity
+    message: str
+    commit: str | None = None
+
+
+def check_integrity(workspace: Path, baseline_files: dict[str, str], experiments: list[ExperimentRecord],
+                    ledger_dir: Path | None) -> list[Finding]:
+    """baseline_files: sha256 of every file of the baseline commit; ledger_dir None when runs were not recorded."""
+    tree = Trees(workspace)
+    commits = all_commits(workspace)
+    baseline = _baseline_commit(workspace, baseline_files, tree)
+    changed = _descendants(commits, baseline)
+    return [
+        *_check_history(workspace, baseline),
+        *_check_files(workspace, baseline_files, commits, changed, tree),
+        *_check_working_tree(workspace, baseline_files, tree),
+        *_check_seeds(workspace, commits, changed),
+        *_check_results(workspace, experiments, have_ledger=ledger_dir is not None),
+        *_check_runs(commits, ledger_dir, tree),
+    ]
+
+
+class Trees:
+    """sha256 of each file per commit, listing each commit and reading each blob once."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.blob_hashes: dict[str, str] = {}
+        self.trees: dict[str, dict[str, str]] = {}
+
+    def files(self, sha: str) -> dict[str, str]:
+        if sha not in self.trees:
+            self.trees[sha] = {}
+            for line in git(self.workspace, "ls-tree", "-r", sha).splitlines():
+                meta, path = line.split("\t", 1)
+                blob = meta.split()[2]
+                if blob not in self.blob_hashes:
+                    self.blob_hashes[blob] = sha256_bytes(file_at(self.workspace, sha, path))
+                self.trees[sha][path] = self.blob_hashes[blob]
+        return self.trees[sha]
+
+
+def _baseline_commit(workspace: Path, baseline_files: dict[str, str], tree: Trees) -> str | None:
+    """The oldest commit on HEAD's history whose files are exactly the baseline's."""
+    history = git(workspace, "rev-list", "--reverse", "--topo-order", "HEAD", check=False).split()
+    return next((sha for sha in history if tree.files(sha) == baseline_files), None)
+
+
+def _descendants(commits: dict[str, Commit], baseline: str | None) -> list[Commit]:
+    """Commits made after the baseline (all commits when it is missing, so nothing escapes the checks)."""
+    if baseline is None:
+        return list(commits.values())
+    before, todo = set(), [baseline]
+    while todo:
+        sha = todo.pop()
+        if sha in before or sha not in commits:
+            continue
+        before.add(sha)
+        todo.extend(commits[sha].parents)
+    return [c for sha, c in commits.items() if sha not in before]
+
+
+def _check_history(workspace: Path, baseline: str | None) -> list[Finding]:
+    findings = []
+    branch = git(workspace, "symbolic-ref", "--short", "-q", "HEAD", check=False).strip()
+    if not branch.startswith("autoresearch/"):
+        findings.append(Finding("history_malformed", "error", f"HEAD is on {branch or 'a detached commit'}, not autoresearch/*"))
+    if baseline is None:
+        findings.append(Finding("history_malformed", "error", "no commit in HEAD's history holds exactly the baseline files"))
+    return findings
+
+
+def _check_files(workspace: Path, baseline_files: dict[str, str], commits: dict[str, Commit],
+                 changed: list[Commit], tree: Trees) -> list[Finding]:
+    """One finding per commit that introduces a non-baseline version of a file other than train.py."""
+    findings = []
+    for commit in changed:
+        files = tree.files(commit.sha)
+        parent = tree.files(commit.parents[0]) if commit.parents and commit.parents[0] in commits else None
+        for path in sorted((files.keys() | baseline_files.keys()) - {"train.py"}):
+            if files.get(path) != baseline_files.get(path) and (parent is None or parent.get(path) != files.get(path)):
+                findings.append(_file_finding(path, baseline_files, f"commit {commit.sha[:7]}", commit.sha))
+    return findings
+
+
+def _check_working_tree(workspace: Path, baseline_files: dict[str, str], tree: Trees) -> list[Finding]:
+    """Uncommitted changes (the commits are checked above) and untracked files."""
+    findings = []
+    head = tree.files("HEAD")
+    for path, expected in sorted(baseline_files.items()):
+        on_disk = workspace / path
+        actual = sha256_bytes(on_disk.read_bytes()) if on_disk.is_file() else None
+        if path != "train.py" and actual not in (expected, head.get(path)):
+            findings.append(_file_finding(path, baseline_files, "the working tree", None, exists=actual is not None))
+    status = git(workspace, "status", "--porcelain", "--untracked-files=all", check=False)
+    untracked = [line[3:] for line in status.splitlines() if line.startswith("?? ")]
+    findings += [_file_finding(p, baseline_files, "the working tree", None) for p in untracked if p not in WORKING_FILES]
+    return findings
+
+
+def _file_finding(path: str, baseline_files: dict[str, str], where: str, commit: str | None,
+                  exists: bool = True) -> Finding:
+    what = "changed" if path in baseline_files and exists else "deleted" if path in baseline_files else "added"
+    kind: FindingKind = "prepare_modified" if path == "prepare.py" else "file_modified"
+    severity: Severity = "error" if path in baseline_files else "warning"
+    return Finding(kind, "error" if path in PROTECTED else severity, f"{path} {what} in {where}", commit)
+
+
+SEED_CALL = re.compile(r"([A-Za-z_][\w.]*seed\w*)\s*\(([^()\n]*)\)")
+
+
+def seed_settings(train_py: str) -> list[str]:
+    """Seed calls and ARBENCH_* mentions of train.py, comments stripped, whitespace normalised."""
+    settings = []
+    for line in train_py.splitlines():
+        code = line.split("#", 1)[0]
+        settings += [f"{name}({' '.join(args.split())})" for name, args in SEED_CALL.findall(code)]
+        settings += [" ".join(code.split())] if "ARBENCH" in code else []
+    return sorted(settings)
+
+
+def _check_seeds(workspace: Path, commits: dict[str, Commit], changed: list[Commit]) -> list[Finding]:
+    findings = []
+    for commit in changed:
+        if not commit.parents:
+            continue
+        now, before = (seed_settings(_text_at(workspace, sha, "train.py")) for sha in (commit.sha, commit.parents[0]))
+        if now != before:
+            added = sorted(set(now) - set(before)) or ["-"]
+            removed = sorted(set(before) - set(now)) or ["-"]
+            message = f"train.py seeding changed: {', '.join(removed)} -> {', '.join(added)}"
+            findings.append(Finding("seed_tampering", "error", message, commit.sha))
+    return findings
+
+
+def _text_at(workspace: Path, sha: str, path: str) -> str:
+    try:
+        return file_at(workspace, sha, path).decode(errors="replace")
+    except subprocess.CalledProcessError:
+        return ""
+
+
+def _check_results(workspace: Path, experiments: list[ExperimentRecord], have_ledger: bool) -> list[Finding]:
+    _, problems = read_results(workspace)
+    findings = [Finding("results_malformed", "warning", f"{RESULTS_FILE} line {p.line_no}: {p.reason}") for p in problems]
+    for e in experiments:
+        findings += _check_row(e, have_ledger)
+    return findings
+
+
+def _check_row(e: ExperimentRecord, have_ledger: bool) -> list[Finding]:
+    row = f"row {e.idx} ({e.commit[:7]}, {e.status}, val_bpb {e.claimed_val_bpb:.6f})"
+    if not e.commit_found:
+        return [Finding("results_unknown_commit", "error", f"{row}: no such commit")]
+    if not have_ledger:
+        return []
+    if e.run_status == "missing":
+        severity: Severity = "warning" if e.status == "crash" else "error"
+        return [Finding("results_without_run", severity, f"{row}: no run of this commit's train.py", e.commit)]
+    if e.status == "crash":
+        return []
+    if e.run_status != "ok":
+        return [Finding("results_mismatch", "error", f"{row}: its run ended {e.run_status}", e.commit)]
+    if e.run_val_bpb is None or abs(e.run_val_bpb - e.claimed_val_bpb) > VAL_BPB_TOLERANCE:
+        return [Finding("results_mismatch", "error", f"{row}: its run printed val_bpb {e.run_val_bpb}", e.commit)]
+    return []
+
+
+def _check_runs(commits: dict[str, Commit], ledger_dir: Path | None, tree: Trees) -> list[Finding]:
+    if ledger_dir is None or not ledger_dir.is_dir():
+        return []
+    committed = {tree.files(sha).get("train.py") for sha in commits}
+    return [Finding("run_uncommitted", "warning", f"run {Path(r.path).name} trained a train.py that no commit holds")
+            for r in read_ledger(ledger_dir) if r.train_py_sha256 not in committed]

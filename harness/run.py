@@ -1,0 +1,124 @@
+"""A whole run: plan the sessions, run them, verify them, build the tables, write the leaderboard.
+
+Re-running the same config on the same run directory resumes: finished sessions and cached
+verification runs are kept, interrupted sessions are set aside and redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.config import ConfigError, RunConfig
+from harness.data import require_prepared
+from harness.provenance import project_revision
+from harness.runtime import get_runtime
+from harness.runtime.base import Runtime
+from harness.schedule import run_pool
+from harness.session import SessionRecord, SessionSpec, run_session
+from harness.store import build_tables, read_json, session_dirs, write_json
+from harness.verify import Verifier, verify_session
+from harness.workspace import file_at
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    sessions: list[SessionRecord]
+    leaderboard: str
+
+
+def plan(config: RunConfig) -> list[SessionSpec]:
+    """One session per agent × repeat; repeat r trains with session seed r (its held-out seeds differ)."""
+    source = config.source or config.profile.source
+    return [SessionSpec(run_id=config.run_id, agent=agent, repeat=r, seed=seed, profile=config.profile,
+                        source=source, budget=config.budget)
+            for agent in config.agents for r, seed in enumerate(config.session_seeds())]
+
+
+def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = None,
+                  console: Console | None = None) -> RunResult:
+    console = console or Console(stderr=True)
+    data = require_prepared(config.profile, config.source)
+    _claim_run_dir(config, run_dir)
+    runtime = get_runtime(runtime_name or config.runtime, cpus=_cpus_per_slot(config.parallel))
+    specs = plan(config)
+    console.print(f"[bold]{config.run_id}[/]: {len(specs)} sessions ({', '.join(config.agents)} × {config.repeats}) "
+                  f"on {config.profile.name}, runtime {runtime.name}, budget {config.budget.seconds:.0f} s"
+                  + (f" / {config.budget.experiments} experiments" if config.budget.experiments else ""))
+    done = [0]
+
+    def report(spec: SessionSpec, record: SessionRecord) -> None:
+        done[0] += 1
+        console.print(f"  [{done[0]}/{len(specs)}] {spec.session_id}: {record.status}, "
+                      f"{record.n_experiments} experiments, {record.wall_seconds or 0:.0f} s  {record.message}")
+
+    sessions = run_pool(specs, lambda s: run_session(s, run_dir, runtime, data), config.parallel, report)
+    verify_all(config, run_dir, runtime, data, console)
+    return RunResult(run_dir=run_dir, sessions=sessions, leaderboard=publish(run_dir))
+
+
+def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console: Console) -> None:
+    """Verify every session that got past its agent: unique (train.py, seed) pairs first, in parallel."""
+    verifier = Verifier(run_dir / "cache", config.profile, data, runtime, config.verify_seeds, config.verify_splits)
+    folders = [f for f in session_dirs(run_dir) if read_json(f / "session.json")["final_commit"]]
+    unique: dict[tuple[bytes, int], None] = {}
+    for folder in folders:
+        session = read_json(folder / "session.json")
+        for commit in (session["baseline_commit"], session["final_commit"]):
+            train_py = file_at(folder / "workspace", commit, "train.py")
+            for seed in config.verify_seeds:
+                unique[(train_py, seed)] = None
+    console.print(f"verifying {len(folders)} sessions: {len(unique)} distinct (train.py, seed) trainings "
+                  f"on held-out seeds {list(config.verify_seeds)}")
+    done = [0]
+
+    def report(key, outcome) -> None:
+        done[0] += 1
+        trusted = outcome.get("trusted") or {}
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in trusted.items() if v is not None)
+        console.print(f"  [{done[0]}/{len(unique)}] seed {key[1]}: {outcome['status']} {scores}")
+
+    run_pool(list(unique), lambda key: verifier.score(*key), config.parallel, report)
+    for folder in folders:
+        verify_session(folder, verifier)
+
+
+def publish(run_dir: Path) -> str:
+    """Rebuild the tables from the session folders and write leaderboard.md."""
+    from harness.analyze import Tables, analyze, noise_floors, render_markdown
+
+    tables = Tables(**build_tables(run_dir))
+    markdown = render_markdown(analyze(tables), noise_floors(tables))
+    tmp = run_dir / ".leaderboard.md.tmp"
+    tmp.write_text(markdown)
+    os.replace(tmp, run_dir / "leaderboard.md")
+    return markdown
+
+
+def _claim_run_dir(config: RunConfig, run_dir: Path) -> None:
+    """run.json pins a run directory to one config: resuming with another config is refused."""
+    fingerprint = _config_fingerprint(config)
+    existing = read_json(run_dir / "run.json")
+    if existing and existing["config_hash"] != fingerprint:
+        raise ConfigError(f"{run_dir} holds run {existing['run_id']!r} made with another config; "
+                          "use a new --out directory")
+    if not existing:
+        write_json(run_dir / "run.json", {"run_id": config.run_id, "config_hash": fingerprint,
+                                          "profile": config.profile.name, "profile_hash": config.profile.hash,
+                                          "project": project_revision()})
+
+
+def _config_fingerprint(config: RunConfig) -> str:
+    fields = {k: v for k, v in config.__dict__.items() if k not in ("profile", "parallel", "runtime")}
+    fields["profile_hash"] = config.profile.hash
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cpus_per_slot(parallel: int) -> int:
+    return max(1, (os.cpu_count() or 1) // parallel)

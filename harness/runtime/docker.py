@@ -1,0 +1,236 @@
+"""The docker runtime: each exec runs in a fresh container of the pinned image; a sandbox's containers
+serve its session only.
+
+What a container gets: the workspace read-write at /workspace, the spec's mounts at their targets,
+no network unless spec.network, exactly the GPUs in spec.gpu_ids, CPU and memory limits, no
+capabilities, a non-root user (the image's `agent` when the harness runs as root; the workspace and
+read-write mounts are handed to it for the exec and back afterwards). The budget is enforced from
+outside (SIGTERM, then SIGKILL after a grace); the log streams to the host while the command runs and
+is kept however the container ends. Not covered here: building the images (images/build.py) and the
+gateway socket (added by the agents).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+import docker
+import requests
+from docker.types import DeviceRequest, LogConfig
+from docker.types import Mount as DockerMount
+
+from harness.runtime.base import ExecResult, Runtime, RuntimeError_, Sandbox, SandboxSpec
+from harness.runtime.process import KILL_GRACE_S
+
+IMAGES = {"cpu": "arbench:cpu", "cuda": "arbench:cuda"}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_PARTS = ("bench", "harness", "agents", "pyproject.toml")   # what the image holds of this checkout
+IMAGE_PROJECT_DIR = "/opt/arbench"
+AGENT_USER, AGENT_UID, AGENT_HOME = "agent", 1000, "/home/agent"
+LABEL = "org.arbench"            # prefix of the image's and containers' labels
+ENGINE_TIMEOUT_S = 30
+
+
+def project_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The files of this checkout that go into an image, relative to root, in a fixed order."""
+    files = []
+    for part in PROJECT_PARTS:
+        path = root / part
+        candidates = [path] if path.is_file() else path.rglob("*")
+        files += [p.relative_to(root) for p in candidates
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return sorted(files)
+
+
+def project_hash(root: Path = PROJECT_ROOT) -> str:
+    digest = hashlib.sha256()
+    for rel in project_files(root):
+        digest.update(f"{rel}\0".encode() + (root / rel).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def host_flavors() -> list[str]:
+    """The images this host can build and run: cpu, and cuda where an NVIDIA driver answers."""
+    return ["cpu"] + (["cuda"] if shutil.which("nvidia-smi") else [])
+
+
+def connect(timeout: float = ENGINE_TIMEOUT_S) -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise RuntimeError_(f"no Docker engine answers ({e}); start dockerd or use --runtime process") from e
+
+
+def docker_available() -> bool:
+    try:
+        connect(timeout=5).close()
+        return True
+    except RuntimeError_:
+        return False
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.lchown(root, uid, gid)
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(parent, name), uid, gid)
+
+
+class DockerSandbox(Sandbox):
+    def __init__(self, spec: SandboxSpec, client: docker.DockerClient, image_id: str, default_cpus: float | None):
+        super().__init__(spec)
+        self.client, self.image_id = client, image_id
+        self.cpus = spec.cpus or default_cpus
+        self.as_agent = os.geteuid() == 0
+        self._running = None
+        missing = [m.source for m in spec.mounts if not m.source.exists()]
+        if missing or not spec.workspace.is_dir():
+            raise RuntimeError_(f"sandbox {spec.name}: {missing[0] if missing else spec.workspace} does not exist")
+        self._remove_leftovers()
+
+    def _mapping(self) -> list[tuple[Path, str]]:
+        pairs = [(self.spec.workspace, self.WORKSPACE)] + [(m.source, m.target) for m in self.spec.mounts]
+        pairs += [(PROJECT_ROOT / part, f"{IMAGE_PROJECT_DIR}/{part}") for part in PROJECT_PARTS]
+        return sorted(((Path(os.path.abspath(s)), t) for s, t in pairs), key=lambda p: -len(p[0].parts))
+
+    def path(self, host_path: Path) -> str:
+        host_path = Path(os.path.abspath(host_path))
+        for source, target in self._mapping():
+            if host_path.is_relative_to(source):
+                return str(PurePosixPath(target) / host_path.relative_to(source))
+        raise RuntimeError_(f"{host_path} is not visible in sandbox {self.spec.name}")
+
+    def container_config(self, argv: list[str], env: dict[str, str] | None = None) -> dict:
+        """Keyword arguments of containers.create for one exec: everything the container may reach."""
+        spec = self.spec
+        full_env = {"HOME": AGENT_HOME if self.as_agent else "/tmp", "PYTHONUNBUFFERED": "1"} | spec.env | (env or {})
+        if self.cpus:
+            full_env.setdefault("OMP_NUM_THREADS", str(max(1, int(self.cpus))))
+        mounts = [DockerMount(self.WORKSPACE, str(spec.workspace.absolute()), type="bind", read_only=False)]
+        mounts += [DockerMount(m.target, str(m.source.absolute()), type="bind", read_only=m.read_only)
+                   for m in spec.mounts]
+        memory = f"{int(spec.memory_gb * 1024)}m" if spec.memory_gb else None
+        return dict(
+            image=self.image_id, command=argv, environment=full_env, working_dir=self.WORKSPACE,
+            name=f"arbench-{re.sub(r'[^a-zA-Z0-9_.-]', '-', spec.name)}-{secrets.token_hex(4)}",
+            labels={f"{LABEL}.sandbox": spec.name},
+            user=AGENT_USER if self.as_agent else f"{os.geteuid()}:{os.getegid()}",
+            mounts=mounts, network_mode="bridge" if spec.network else "none",
+            device_requests=[DeviceRequest(device_ids=[str(i) for i in spec.gpu_ids], capabilities=[["gpu"]])]
+            if spec.gpu_ids else None,
+            nano_cpus=int(self.cpus * 1e9) if self.cpus else None, mem_limit=memory, memswap_limit=memory,
+            init=True, cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=4096, shm_size="1g",
+            log_config=LogConfig(type="json-file"))
+
+    def exec(self, argv, log_path, timeout_s=None, env=None) -> ExecResult:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        with self._handed_to_agent(), engine_errors(self.spec.name):
+            container = self.client.containers.create(**self.container_config(argv, env))
+            self._running = container
+            try:
+                container.start()
+                follower = threading.Thread(target=_follow_log, args=(container, log_path), daemon=True)
+                follower.start()
+                code, timed_out = _wait(container, start, timeout_s)
+                follower.join(timeout=ENGINE_TIMEOUT_S)
+            finally:
+                self._running = None
+                container.remove(force=True)
+        return ExecResult(exit_code=code, timed_out=timed_out, seconds=time.monotonic() - start)
+
+    @contextmanager
+    def _handed_to_agent(self):
+        """Root on the host: the agent user owns what it may write during the exec, the host owner after."""
+        writable = [self.spec.workspace] + [m.source for m in self.spec.mounts if not m.read_only]
+        owners = [(p, p.stat().st_uid, p.stat().st_gid) for p in writable if p.is_dir()]
+        if self.as_agent:
+            for path, _, _ in owners:
+                chown_tree(path, AGENT_UID, AGENT_UID)
+        try:
+            yield
+        finally:
+            if self.as_agent:
+                for path, uid, gid in owners:
+                    chown_tree(path, uid, gid)
+
+    def _remove_leftovers(self) -> None:
+        """Containers of this sandbox's name left by a harness that was killed (resume)."""
+        with engine_errors(self.spec.name):
+            for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.sandbox={self.spec.name}"}):
+                c.remove(force=True)
+
+    def close(self) -> None:
+        container = self._running
+        if container is not None:
+            try:
+                container.stop(timeout=int(KILL_GRACE_S))
+            except docker.errors.NotFound:
+                pass
+
+
+@contextmanager
+def engine_errors(name: str):
+    try:
+        yield
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise RuntimeError_(f"sandbox {name}: docker engine: {e}") from e
+
+
+def _wait(container, start: float, timeout_s: float | None) -> tuple[int | None, bool]:
+    """(exit code, timed out); past timeout_s the container is stopped: SIGTERM, then SIGKILL."""
+    remaining = None if timeout_s is None else max(0.01, timeout_s - (time.monotonic() - start))
+    try:
+        return container.wait(timeout=remaining)["StatusCode"], False
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        if remaining is None or time.monotonic() - start < timeout_s:
+            raise
+    container.stop(timeout=int(KILL_GRACE_S))
+    container.wait(timeout=ENGINE_TIMEOUT_S)
+    return None, True
+
+
+def _follow_log(container, log_path: Path) -> None:
+    with open(log_path, "ab") as log:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            log.write(chunk)
+            log.flush()
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, image: str | None = None, cpus: float | None = None):
+        image = image or IMAGES[host_flavors()[-1]]
+        self.client, self.tag, self.cpus = connect(), image, cpus
+        try:
+            self.image = self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise RuntimeError_(f"docker image {image} not found; build it with: make images") from None
+        built_from = self.image.labels.get(f"{LABEL}.source")
+        if built_from != project_hash():
+            raise RuntimeError_(f"docker image {image} holds other code ({built_from}) than this checkout "
+                                f"({project_hash()}); rebuild it with: make images")
+
+    def open(self, spec: SandboxSpec) -> DockerSandbox:
+        return DockerSandbox(spec, self.client, self.image.id, self.cpus)
+
+    def describe(self) -> dict[str, str]:
+        labels = self.image.labels
+        return {"runtime": self.name, "image": self.tag, "image_id": self.image.id,
+                "image_digest": (self.image.attrs.get("RepoDigests") or [""])[0],
+                "lock_sha256": labels.get(f"{LABEL}.lock-sha256", ""),
+                "source_sha256": labels.get(f"{LABEL}.source", ""),
+                "base_image": labels.get(f"{LABEL}.base", ""),
+                "agent_clis": labels.get(f"{LABEL}.agent-clis", ""),
+                "engine_version": self.client.version().get("Version", "")}

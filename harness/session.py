@@ -1,0 +1,142 @@
+"""One agent session: fresh workspace, the agent in a sandbox until its budget, then collection.
+
+Stages write to the session folder (layout in harness/store.py) as they finish, so a kill at any
+point leaves every finished stage on disk. A session whose record is final is never run again; one
+found unfinished is set aside (renamed, not deleted) and run afresh.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from agents.registry import get_agent
+from bench.profile import Profile
+from harness.collect import collect
+from harness.config import Budget
+from harness.data import DataPaths
+from harness.integrity import check_integrity
+from harness.provenance import project_revision
+from harness.runtime.base import Mount, Runtime, SandboxSpec
+from harness.store import SCHEMA_VERSION, read_json, write_json
+from harness.workspace import git, make_workspace
+
+SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
+FINAL_STATUSES = ("done", "agent_error", "infra_error")
+DATA_TARGET = "/data"
+LEDGER_TARGET = "/ledger"
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    run_id: str
+    agent: str
+    repeat: int
+    seed: int
+    profile: Profile
+    source: str
+    budget: Budget
+
+    @property
+    def session_id(self) -> str:
+        return f"{self.agent}-r{self.repeat}"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    run_id: str
+    agent: str
+    repeat: int
+    seed: int
+    profile: str
+    profile_hash: str
+    source: str
+    runtime: str
+    budget_seconds: float
+    budget_experiments: int
+    status: SessionStatus
+    stage: str
+    message: str
+    started_at: float
+    ended_at: float | None = None
+    wall_seconds: float | None = None
+    n_experiments: int = 0
+    baseline_commit: str = ""
+    final_commit: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPaths) -> SessionRecord:
+    folder = run_dir / "sessions" / spec.session_id
+    previous = read_json(folder / "session.json")
+    if previous and previous["status"] in FINAL_STATUSES:
+        return SessionRecord(**previous)
+    if folder.exists():
+        _set_aside(folder)
+    folder.mkdir(parents=True)
+    record = SessionRecord(
+        session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent, repeat=spec.repeat, seed=spec.seed,
+        profile=spec.profile.name, profile_hash=spec.profile.hash, source=spec.source, runtime=runtime.name,
+        budget_seconds=spec.budget.seconds, budget_experiments=spec.budget.experiments,
+        status="running", stage="workspace", message="", started_at=time.time())
+    write_json(folder / "session.json", record)
+    try:
+        record = _run_stages(spec, folder, runtime, data, record)
+    except Exception as e:  # recorded, never raised through: the other sessions go on
+        record = replace(record, status="infra_error", message=f"{record.stage}: {type(e).__name__}: {e}")
+    record = replace(record, ended_at=time.time(), wall_seconds=time.time() - record.started_at)
+    write_json(folder / "session.json", record)
+    return record
+
+
+def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
+    workspace, ledger = folder / "workspace", folder / "ledger"
+    ledger.mkdir(exist_ok=True)
+    baseline = make_workspace(workspace, spec.profile, tag=f"{spec.run_id}-{spec.session_id}")
+    adapter = get_agent(spec.agent)
+    write_json(folder / "manifest.json", {
+        "schema_version": SCHEMA_VERSION, "profile": spec.profile.name, "profile_hash": spec.profile.hash,
+        "source": spec.source, "baseline_commit": baseline.commit, "baseline_files": baseline.files,
+        "agent": adapter.describe(), "runtime": runtime.describe(), "host": platform.node(),
+        "platform": platform.platform(), "project": project_revision()})
+    record = replace(record, stage="agent", baseline_commit=baseline.commit)
+    write_json(folder / "session.json", record)
+
+    sandbox_spec = SandboxSpec(
+        name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=workspace,
+        mounts=(Mount(data.data_dir, DATA_TARGET), Mount(ledger, LEDGER_TARGET, read_only=False)))
+    with runtime.open(sandbox_spec) as sandbox:
+        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), "ARBENCH_LEDGER": sandbox.path(ledger),
+               "ARBENCH_SEED": str(spec.seed)}
+        result = sandbox.exec(adapter.command(spec.budget.experiments, spec.seed), folder / "agent.log",
+                              timeout_s=spec.budget.seconds, env=env)
+    status, message = _agent_outcome(result, folder / "agent.log")
+
+    record = replace(record, stage="collect", status="running", message=message)
+    write_json(folder / "session.json", record)
+    experiments = collect(workspace, ledger)
+    findings = check_integrity(workspace, baseline.files, experiments, ledger)
+    write_json(folder / "experiments.json", experiments)
+    write_json(folder / "findings.json", findings)
+    return replace(record, stage="done", status=status, n_experiments=len(experiments),
+                   final_commit=git(workspace, "rev-parse", "HEAD"))
+
+
+def _agent_outcome(result, log_path: Path) -> tuple[SessionStatus, str]:
+    if result.timed_out:
+        return "done", f"stopped at the budget after {result.seconds:.0f} s"
+    if result.exit_code == 0:
+        return "done", f"agent finished after {result.seconds:.0f} s"
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+    return "agent_error", f"agent exited with code {result.exit_code}: {' '.join(tail)[:300]}"
+
+
+def _set_aside(folder: Path) -> None:
+    n = 1
+    while folder.with_name(f"{folder.name}.interrupted-{n}").exists():
+        n += 1
+    folder.rename(folder.with_name(f"{folder.name}.interrupted-{n}"))

@@ -1,0 +1,89 @@
+"""Fixtures shared by every test area: prepared cpu-tiny data and real control-agent sessions."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.profile import Profile, load_profile
+from harness.data import DataMissing, DataPaths, require_prepared
+from harness.runtime import get_runtime
+from harness.runtime.base import ExecResult, SandboxSpec
+from harness.workspace import Baseline, make_workspace
+
+
+@pytest.fixture(scope="session")
+def corpus_data() -> DataPaths:
+    """cpu-tiny's offline corpus, prepared once (idempotent, so a prepared cache costs nothing)."""
+    profile = load_profile("cpu-tiny")
+    try:
+        return require_prepared(profile)
+    except DataMissing:
+        subprocess.run([sys.executable, "-m", "bench.prepare", "--profile", "cpu-tiny", "--source", profile.source],
+                       check=True, capture_output=True)
+        return require_prepared(profile)
+
+
+def fast_profile() -> Profile:
+    """cpu-tiny scaled down so one training run takes seconds: 1 s budget, 64-token context, small eval."""
+    tiny = load_profile("cpu-tiny")
+    return dataclasses.replace(tiny, name="cpu-tiny-test",
+                               task={**tiny.task, "max_seq_len": 64, "time_budget": 1, "eval_tokens": 4096},
+                               train={"DEPTH": 1, "DEVICE_BATCH_SIZE": 4, "TOTAL_BATCH_SIZE": 256})
+
+
+@dataclass(frozen=True)
+class SessionFolder:
+    """A fresh workspace and run ledger, and the environment harness/session.py gives an agent."""
+    workspace: Path
+    ledger: Path
+    baseline: Baseline
+    env: dict[str, str]
+
+
+def new_session_folder(root: Path, data: DataPaths, tag: str, seed: int = 0) -> SessionFolder:
+    workspace, ledger = root / "workspace", root / "ledger"
+    ledger.mkdir(parents=True)
+    baseline = make_workspace(workspace, fast_profile(), tag=tag)
+    env = {"ARBENCH_DATA_DIR": str(data.data_dir), "ARBENCH_LEDGER": str(ledger), "ARBENCH_SEED": str(seed)}
+    return SessionFolder(workspace, ledger, baseline, env)
+
+
+@dataclass(frozen=True)
+class ControlSession:
+    """A control agent run for real to its last experiment, through the process runtime."""
+    workspace: Path
+    ledger: Path
+    baseline: Baseline
+    result: ExecResult
+    log: Path
+
+
+@pytest.fixture
+def session_folder(tmp_path, corpus_data):
+    return lambda tag: new_session_folder(tmp_path, corpus_data, tag)
+
+
+@pytest.fixture(scope="session")
+def control_session(tmp_path_factory, corpus_data):
+    """control_session(name, max_experiments): run once per test session, shared by the tests that read it."""
+    sessions: dict[tuple[str, int], ControlSession] = {}
+
+    def get(name: str, max_experiments: int) -> ControlSession:
+        if (name, max_experiments) not in sessions:
+            root = tmp_path_factory.mktemp(f"{name}-{max_experiments}")
+            folder = new_session_folder(root, corpus_data, tag=f"test-{name}")
+            argv = ["python", "-m", "agents.controls", name, "--max-experiments", str(max_experiments)]
+            spec = SandboxSpec(name=name, workspace=folder.workspace, env=folder.env)
+            with get_runtime("process", cpus=2).open(spec) as sandbox:
+                result = sandbox.exec(argv, root / "agent.log", timeout_s=600)
+            sessions[name, max_experiments] = ControlSession(folder.workspace, folder.ledger, folder.baseline, result,
+                                                             root / "agent.log")
+        return sessions[name, max_experiments]
+
+    return get

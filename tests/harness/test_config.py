@@ -1,0 +1,43 @@
+"""Run configs: valid ones parse, bad ones are refused with a message naming the problem."""
+
+import pytest
+
+from harness.config import ConfigError, load_config, parse_config
+
+VALID = {"run_id": "t1", "profile": "cpu-tiny", "agents": ["noop"], "repeats": 2,
+         "budget": {"seconds": 60, "experiments": 2}, "seeds": {"session": 0, "verify": [100, 101]}}
+
+
+def test_valid_config_parses_with_session_seeds_disjoint_from_verify_seeds():
+    config = parse_config(VALID)
+    assert config.session_seeds() == [0, 1]
+    assert config.verify_seeds == (100, 101)
+    assert config.profile.name == "cpu-tiny"
+    assert config.verify_splits == ("val", "test")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"agents": ["nobody"]}, "unknown agent(s) nobody; known:"),
+    ({"profile": "tpu-huge"}, "unknown profile 'tpu-huge'"),
+    ({"repeats": 0}, "repeats must be a positive number"),
+    ({"budget": {"seconds": -5}}, "budget.seconds must be a positive number"),
+    ({"seeds": {"session": 0, "verify": [1, 5]}}, "held-out seeds [1] are also session seeds"),
+    ({"seeds": {"verify": []}}, "at least one held-out seed"),
+    ({"verify": {"splits": ["train"]}}, "unknown split(s) ['train']"),
+    ({"run_id": "a b"}, "run_id must be"),
+    ({"agent": ["noop"]}, "unknown key(s) agent"),
+    ({"agents": []}, "non-empty list"),
+])
+def test_bad_config_is_refused_with_a_clear_message(change, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(VALID | change)
+    assert message in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("run_id = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
