@@ -160,15 +160,20 @@ def install_seed_hooks(run_seed: int) -> None:
     random.seed(remap_seed(None, run_seed))
     np.random.seed(remap_seed(None, run_seed) % 2**32)
     torch.manual_seed(remap_seed(None, run_seed))
-    default_rng = np.random.default_rng
     targets = [(random, "seed", None), (np.random, "seed", 2**32), (torch, "manual_seed", None),
                (torch.random, "manual_seed", None), (torch.cuda, "manual_seed", None),
                (torch.cuda, "manual_seed_all", None), (torch.mps, "manual_seed", None)]
     for module, name, modulus in targets:
         setattr(module, name, _remapping(getattr(module, name), run_seed, modulus))
-    remapped_rng = _remapping(default_rng, run_seed, None)
-    np.random.default_rng = lambda seed=None: (default_rng(seed) if isinstance(seed, (np.random.Generator,
-                                                np.random.BitGenerator)) else remapped_rng(seed))
+    original_rng = np.random.default_rng
+    remapped_rng = _remapping(original_rng, run_seed, None)
+
+    def default_rng(seed=None):
+        """A generator or bit generator passed in is returned as it is; any other seed is remapped."""
+        if isinstance(seed, (np.random.Generator, np.random.BitGenerator)):
+            return original_rng(seed)
+        return remapped_rng(seed)
+    np.random.default_rng = default_rng
 
 
 # ---------------------------------------------------------------------------
@@ -246,23 +251,28 @@ def launch(train_py: Path, seed: int, log_path: Path, timeout: float, trusted: l
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait for the child; at the timeout SIGTERM its group, then SIGKILL. True if it timed out."""
+    """Wait for the child (SIGTERM at the timeout, SIGKILL after a grace period), then SIGKILL whatever is
+    left of its process group, so nothing it started outlives it. True if it timed out."""
     try:
         proc.wait(timeout=timeout)
-        return False
+        timed_out = False
     except subprocess.TimeoutExpired:
-        pass
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        timed_out = True
+        _signal_group(proc, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=grace)
-            break
+            proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            break
+            pass
+    _signal_group(proc, signal.SIGKILL)
     proc.wait()
-    return True
+    return timed_out
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _add_trusted(outcome: RunOutcome, result: dict[str, Any] | None, pre_eval_seconds: float | None) -> None:
@@ -322,10 +332,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {args.train_py} does not exist")
     if bad := [s for s in trusted if s not in ("val", "test")]:
         sys.exit(f"error: --trusted takes val and/or test, not {','.join(bad)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        log = args.log or Path(tmp) / "run.log"
+    from bench.profile import ProfileError
+    try:
         timeout = args.timeout if args.timeout is not None else default_timeout(args.train_py)
-        outcome = launch(args.train_py, args.seed, log, timeout, trusted)
+    except ProfileError as e:
+        sys.exit(f"error: {e}")
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = launch(args.train_py, args.seed, args.log or Path(tmp) / "run.log", timeout, trusted)
     args.result.parent.mkdir(parents=True, exist_ok=True)
     tmp_result = args.result.with_name(args.result.name + ".tmp")
     tmp_result.write_text(outcome.to_json())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.launch import parse_summary
 from bench.profile import Profile, load_profile
+from harness.benchmark_docker import report as report_container_overhead
 from harness.data import DataMissing, require_prepared
 from harness.workspace import task_files
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     spread = f" ± {statistics.stdev(bpbs):.4f}" if len(bpbs) > 1 else ""
     print(f"mean: wall {statistics.mean(t.wall for t in timings):.1f}s, val_bpb {statistics.mean(bpbs):.4f}{spread} "
           f"(untrained {untrained.summary['val_bpb']:.4f})")
+    report_container_overhead()
 
 
 if __name__ == "__main__":

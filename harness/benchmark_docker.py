@@ -2,7 +2,7 @@
 start, log streamed to the host, wait, remove) and as a plain process, as a share of the training
 budgets of cpu-tiny and h100. Verification pays this once per seed; an agent's session pays it once.
 
-    .venv/bin/python -m harness.benchmark_docker [--repeats N]
+    .venv/bin/python -m harness.benchmark_docker [--repeats N]     (also printed by `make bench`)
 """
 
 from __future__ import annotations
@@ -60,17 +60,23 @@ def measure_container_overhead(repeats: int = 5) -> Overhead:
     return Overhead(process_s=process_s, docker_s=docker_s, budget_share=share)
 
 
+def report(repeats: int = 5) -> None:
+    """Print the overhead, or why it was not measured (no engine, no current image)."""
+    try:
+        o = measure_container_overhead(repeats)
+    except RuntimeError_ as e:
+        print(f"container overhead: not measured: {e}")
+        return
+    print(f"container overhead per experiment: {o.overhead_s:.2f} s "
+          f"(fresh container {o.docker_s:.2f} s vs plain process {o.process_s:.2f} s, median of {repeats})")
+    for name, share in o.budget_share.items():
+        print(f"  {name:9s} budget {load_profile(name).time_budget:6.0f} s: {100 * share:6.2f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    try:
-        o = measure_container_overhead(parser.parse_args().repeats)
-    except RuntimeError_ as e:
-        raise SystemExit(f"error: {e}") from None
-    print(f"container overhead per experiment: {o.overhead_s:.2f} s "
-          f"(fresh container {o.docker_s:.2f} s vs plain process {o.process_s:.2f} s, median)")
-    for name, share in o.budget_share.items():
-        print(f"  {name:9s} budget {load_profile(name).time_budget:6.0f} s: {100 * share:6.2f} %")
+    report(parser.parse_args().repeats)
 
 
 if __name__ == "__main__":

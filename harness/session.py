@@ -127,6 +127,8 @@ def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
 
 
 def _agent_outcome(result, log_path: Path) -> tuple[SessionStatus, str]:
+    if result.failure:
+        return "infra_error", f"sandbox failed after {result.seconds:.0f} s: {result.failure}"
     if result.timed_out:
         return "done", f"stopped at the budget after {result.seconds:.0f} s"
     if result.exit_code == 0:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(IMAGES_DIR.parent))
 import docker  # noqa: E402
 
 from harness.runtime.base import RuntimeError_  # noqa: E402
-from harness.runtime.docker import (IMAGES, LABEL, PROJECT_ROOT, connect, host_flavors, project_files,  # noqa: E402
+from harness.runtime.docker import connect  # noqa: E402
+from harness.runtime.images import (IMAGES, LABEL, PROJECT_ROOT, host_flavors, project_files,  # noqa: E402
                                     project_hash)
 from images.lock import TARGETS, inputs_hash, lock_path, read_header_hash  # noqa: E402
 
@@ -146,10 +147,15 @@ def check_lock(flavor: str) -> None:
 
 def build_image(client: docker.DockerClient, flavor: str) -> str:
     check_lock(flavor)
-    base = build_base(client) if flavor == "cpu" else "dockerfile"
-    labels = {f"{LABEL}.flavor": flavor, f"{LABEL}.base": base, f"{LABEL}.source": project_hash(),
-              f"{LABEL}.lock-sha256": sha256_bytes(lock_path(flavor).read_bytes())}
     dockerfile = (IMAGES_DIR / f"Dockerfile.{flavor}").read_bytes()
+    labels = {f"{LABEL}.flavor": flavor, f"{LABEL}.source": project_hash(),
+              f"{LABEL}.lock-sha256": sha256_bytes(lock_path(flavor).read_bytes())}
+    if flavor == "cpu":
+        labels[f"{LABEL}.base"] = build_base(client)
+        labels[f"{LABEL}.base-packages"] = image_label(client, BASE_TAG, "base-packages")
+    else:   # the digest-pinned FROM of the Dockerfile
+        labels[f"{LABEL}.base"] = next(line.split()[1] for line in dockerfile.decode().splitlines()
+                                       if line.startswith("FROM "))
     labels[f"{LABEL}.inputs"] = sha256_bytes(json.dumps(labels).encode() + dockerfile
                                              + Path(__file__).read_bytes())[:16]
     tag = IMAGES[flavor]
@@ -159,15 +165,17 @@ def build_image(client: docker.DockerClient, flavor: str) -> str:
     wheelhouse = fill_wheelhouse(flavor) if flavor == "cpu" else None
     context = BUILD_DIR / f"context-{flavor}.tar"
     write_context(flavor, context, wheelhouse)
-    with open(context, "rb") as f:
-        stream = client.api.build(fileobj=f, custom_context=True, tag=tag, labels=labels, rm=True, forcerm=True,
-                                  network_mode="none" if flavor == "cpu" else None, decode=True)
-        for event in stream:
-            if "error" in event:
-                raise BuildError(f"docker build of {tag} failed: {event['error'].strip()}")
-            if event.get("stream", "").startswith("Step "):
-                print(f"  {event['stream'].strip()}", flush=True)
-    context.unlink()
+    try:
+        with open(context, "rb") as f:
+            stream = client.api.build(fileobj=f, custom_context=True, tag=tag, labels=labels, rm=True, forcerm=True,
+                                      network_mode="none" if flavor == "cpu" else None, decode=True)
+            for event in stream:
+                if "error" in event:
+                    raise BuildError(f"docker build of {tag} failed: {event['error'].strip()}")
+                if event.get("stream", "").startswith("Step "):
+                    print(f"  {event['stream'].strip()}", flush=True)
+    finally:
+        context.unlink()
     remove_replaced(client, replaced)
     return client.images.get(tag).id
 

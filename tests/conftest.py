@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile import Profile, load_profile
+from bench.profile import load_profile
 from harness.data import DataMissing, DataPaths, require_prepared
 from harness.runtime import get_runtime
 from harness.runtime.base import ExecResult, SandboxSpec
 from harness.workspace import Baseline, make_workspace
+from support import fast_profile
 
 
 @pytest.fixture(scope="session")
@@ -27,14 +27,6 @@ def corpus_data() -> DataPaths:
         subprocess.run([sys.executable, "-m", "bench.prepare", "--profile", "cpu-tiny", "--source", profile.source],
                        check=True, capture_output=True)
         return require_prepared(profile)
-
-
-def fast_profile() -> Profile:
-    """cpu-tiny scaled down so one training run takes seconds: 1 s budget, 64-token context, small eval."""
-    tiny = load_profile("cpu-tiny")
-    return dataclasses.replace(tiny, name="cpu-tiny-test",
-                               task={**tiny.task, "max_seq_len": 64, "time_budget": 1, "eval_tokens": 4096},
-                               train={"DEPTH": 1, "DEVICE_BATCH_SIZE": 4, "TOTAL_BATCH_SIZE": 256})
 
 
 @dataclass(frozen=True)

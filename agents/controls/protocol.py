@@ -119,7 +119,7 @@ class Control:
         self.rows += 1
 
     def head(self) -> str:
-        return git(self.workspace, "rev-parse", "--short=7", "HEAD").strip()
+        return git(self.workspace, "rev-parse", "--short=7", "HEAD")
 
     def read(self, path: str) -> str:
         return (self.workspace / path).read_text()

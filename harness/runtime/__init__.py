@@ -18,16 +18,14 @@ RUNTIMES = {
 
 
 def get_runtime(name: str, **options) -> Runtime:
-    """The runtime called name; "auto" is docker when an engine answers, else process with a warning."""
+    """The runtime called name; "auto" is docker when an engine answers with this checkout's image,
+    else process with a warning saying why."""
     if name == "auto":
-        from harness.runtime.docker import docker_available
-
-        if docker_available():
-            name = "docker"
-        else:
-            print("warning: no Docker engine answers; using the process runtime: results are NOT containerized",
-                  file=sys.stderr)
-            name = "process"
+        try:
+            return get_runtime("docker", **options)
+        except RuntimeError_ as e:
+            print(f"warning: {e}; using the process runtime: results are NOT containerized", file=sys.stderr)
+            return get_runtime("process", **options)
     if name not in RUNTIMES:
         raise RuntimeError_(f"unknown runtime {name!r}; known: auto, {', '.join(RUNTIMES)}")
     module, cls = RUNTIMES[name].split(":")

@@ -40,6 +40,7 @@ class ExecResult:
     exit_code: int | None     # None when the command was killed at its timeout
     timed_out: bool
     seconds: float
+    failure: str | None = None  # why the sandbox itself ended the command (out of memory, killed from outside)
 
 
 class Sandbox(abc.ABC):

@@ -12,11 +12,9 @@ gateway socket (added by the agents).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -28,38 +26,15 @@ from docker.types import DeviceRequest, LogConfig
 from docker.types import Mount as DockerMount
 
 from harness.runtime.base import ExecResult, Runtime, RuntimeError_, Sandbox, SandboxSpec
+from harness.runtime.images import (IMAGE_PROJECT_DIR, IMAGES, LABEL, PROJECT_PARTS, PROJECT_ROOT, host_flavors,
+                                    project_hash)
 from harness.runtime.process import KILL_GRACE_S
 
-IMAGES = {"cpu": "arbench:cpu", "cuda": "arbench:cuda"}
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_PARTS = ("bench", "harness", "agents", "pyproject.toml")   # what the image holds of this checkout
-IMAGE_PROJECT_DIR = "/opt/arbench"
 AGENT_USER, AGENT_UID, AGENT_HOME = "agent", 1000, "/home/agent"
-LABEL = "org.arbench"            # prefix of the image's and containers' labels
 ENGINE_TIMEOUT_S = 30
-
-
-def project_files(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The files of this checkout that go into an image, relative to root, in a fixed order."""
-    files = []
-    for part in PROJECT_PARTS:
-        path = root / part
-        candidates = [path] if path.is_file() else path.rglob("*")
-        files += [p.relative_to(root) for p in candidates
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
-    return sorted(files)
-
-
-def project_hash(root: Path = PROJECT_ROOT) -> str:
-    digest = hashlib.sha256()
-    for rel in project_files(root):
-        digest.update(f"{rel}\0".encode() + (root / rel).read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def host_flavors() -> list[str]:
-    """The images this host can build and run: cpu, and cuda where an NVIDIA driver answers."""
-    return ["cpu"] + (["cuda"] if shutil.which("nvidia-smi") else [])
+# what describe() reports from the image's labels (set by images/build.py)
+DESCRIBED_LABELS = {"lock_sha256": "lock-sha256", "source_sha256": "source", "base_image": "base",
+                    "base_packages_sha256": "base-packages", "agent_clis": "agent-clis"}
 
 
 def connect(timeout: float = ENGINE_TIMEOUT_S) -> docker.DockerClient:
@@ -144,25 +119,27 @@ class DockerSandbox(Sandbox):
                 follower.start()
                 code, timed_out = _wait(container, start, timeout_s)
                 follower.join(timeout=ENGINE_TIMEOUT_S)
+                failure = _note_how_it_ended(container, log_path, timed_out, timeout_s)
             finally:
                 self._running = None
                 container.remove(force=True)
-        return ExecResult(exit_code=code, timed_out=timed_out, seconds=time.monotonic() - start)
+        return ExecResult(exit_code=code, timed_out=timed_out, seconds=time.monotonic() - start, failure=failure)
 
     @contextmanager
     def _handed_to_agent(self):
         """Root on the host: the agent user owns what it may write during the exec, the host owner after."""
+        if not self.as_agent:   # the container runs as the harness's own user: nothing to hand over
+            yield
+            return
         writable = [self.spec.workspace] + [m.source for m in self.spec.mounts if not m.read_only]
         owners = [(p, p.stat().st_uid, p.stat().st_gid) for p in writable if p.is_dir()]
-        if self.as_agent:
-            for path, _, _ in owners:
-                chown_tree(path, AGENT_UID, AGENT_UID)
+        for path, _, _ in owners:
+            chown_tree(path, AGENT_UID, AGENT_UID)
         try:
             yield
         finally:
-            if self.as_agent:
-                for path, uid, gid in owners:
-                    chown_tree(path, uid, gid)
+            for path, uid, gid in owners:
+                chown_tree(path, uid, gid)
 
     def _remove_leftovers(self) -> None:
         """Containers of this sandbox's name left by a harness that was killed (resume)."""
@@ -200,6 +177,25 @@ def _wait(container, start: float, timeout_s: float | None) -> tuple[int | None,
     return None, True
 
 
+def _note_how_it_ended(container, log_path: Path, timed_out: bool, timeout_s: float | None) -> str | None:
+    """A last log line when the container did not end by itself, so the record says why.
+    Returns the failure (out of memory, killed from outside), None after a normal end or the time limit."""
+    container.reload()
+    failure = None
+    if timed_out:
+        note = f"stopped at its time limit of {timeout_s:.0f} s"
+    elif container.attrs["State"].get("OOMKilled"):
+        note = failure = (f"killed: out of memory (container limit "
+                          f"{container.attrs['HostConfig']['Memory'] / 2**30:.2f} GiB)")
+    elif container.attrs["State"]["ExitCode"] == 137:
+        note = failure = "killed (SIGKILL) from outside the command"
+    else:
+        return None
+    with open(log_path, "a") as log:
+        log.write(f"\n[arbench] container {note}\n")
+    return failure
+
+
 def _follow_log(container, log_path: Path) -> None:
     with open(log_path, "ab") as log:
         for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
@@ -226,11 +222,7 @@ class DockerRuntime(Runtime):
         return DockerSandbox(spec, self.client, self.image.id, self.cpus)
 
     def describe(self) -> dict[str, str]:
-        labels = self.image.labels
+        labels = {key: self.image.labels.get(f"{LABEL}.{label}", "") for key, label in DESCRIBED_LABELS.items()}
         return {"runtime": self.name, "image": self.tag, "image_id": self.image.id,
-                "image_digest": (self.image.attrs.get("RepoDigests") or [""])[0],
-                "lock_sha256": labels.get(f"{LABEL}.lock-sha256", ""),
-                "source_sha256": labels.get(f"{LABEL}.source", ""),
-                "base_image": labels.get(f"{LABEL}.base", ""),
-                "agent_clis": labels.get(f"{LABEL}.agent-clis", ""),
+                "image_digest": (self.image.attrs.get("RepoDigests") or [""])[0], **labels,
                 "engine_version": self.client.version().get("Version", "")}

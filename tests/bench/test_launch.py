@@ -190,3 +190,19 @@ def test_cli_reports_a_missing_train_py_in_one_line(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["error: nope.py does not exist"]
+
+
+@pytest.mark.parametrize("script, exit_code, status, message", [
+    ("raise ValueError('bad input')\n", 1, "crash", "ValueError: bad input"),
+    ("print('FAIL')\nexit(1)\n", 1, "nan", "loss was NaN or exploded (train.py printed FAIL)"),
+    ("import sys\nsys.exit(3)\n", 3, "crash", "exit code 3"),
+])
+def test_sitecustomize_records_how_a_run_ended(tmp_path, corpus_data, script, exit_code, status, message):
+    ws, ledger = _script(tmp_path / "ws", script), tmp_path / "ledger"
+    result = subprocess.run([sys.executable, "train.py"], cwd=ws, capture_output=True, timeout=120,
+                            env=run_env(corpus_data, ARBENCH_SEED="0", ARBENCH_LEDGER=str(ledger),
+                                        PYTHONPATH=str(SITECUSTOMIZE_DIR)))
+    assert result.returncode == exit_code
+    [record] = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
+    assert (record["exit_code"], record["status"], record["message"]) == (exit_code, status, message)
+    assert record["ended_at"] is not None

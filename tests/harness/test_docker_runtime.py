@@ -20,11 +20,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import fast_profile
+from support import fast_profile
 from harness.config import Budget
 from harness.runtime import get_runtime
 from harness.runtime.base import Mount, RuntimeError_, SandboxSpec
-from harness.runtime.docker import IMAGES, LABEL, PROJECT_ROOT, DockerRuntime, docker_available
+from harness.runtime.docker import DockerRuntime, docker_available
+from harness.runtime.images import IMAGES, LABEL, PROJECT_ROOT
 from harness.runtime.process import KILL_GRACE_S
 from harness.session import SessionSpec, run_session
 
@@ -150,7 +151,8 @@ def test_budget_stops_a_command_that_ignores_it(runtime, dirs, tmp_path):
     result, out = run_python(runtime, spec_for(workspace, data), code, tmp_path, timeout_s=3)
     assert result.timed_out and result.exit_code is None
     assert 3 <= time.monotonic() - start < 3 + KILL_GRACE_S + 5
-    assert "ignoring" in out and sandbox_containers() == []
+    assert "ignoring" in out and "[arbench] container stopped at its time limit of 3 s" in out
+    assert sandbox_containers() == []
 
 
 def test_container_killed_mid_command_is_a_result_with_its_log(runtime, dirs, tmp_path):
@@ -172,6 +174,7 @@ def test_container_killed_mid_command_is_a_result_with_its_log(runtime, dirs, tm
     killer.join()
     assert result.exit_code == 137 and not result.timed_out and result.seconds < 30
     assert "started" in log.read_text() and sandbox_containers() == []
+    assert log.read_text().endswith("[arbench] container killed (SIGKILL) from outside the command\n")
 
 
 def test_out_of_memory_is_a_result_with_its_log(runtime, dirs, tmp_path):
@@ -179,6 +182,7 @@ def test_out_of_memory_is_a_result_with_its_log(runtime, dirs, tmp_path):
     code = "print('allocating', flush=True)\nblocks = [bytearray(2**27) for _ in range(16)]\nprint('survived')\n"
     result, out = run_python(runtime, spec_for(workspace, data, memory_gb=0.25), code, tmp_path, timeout_s=60)
     assert result.exit_code == 137 and "allocating" in out and "survived" not in out
+    assert "[arbench] container killed: out of memory (container limit 0.25 GiB)" in out
 
 
 def test_gpu_request_limits_and_mounts_as_sent_to_the_engine(runtime, dirs):
@@ -257,7 +261,8 @@ def test_session_whose_container_dies_keeps_its_rows(runtime, corpus_data, tmp_p
     killer.start()
     record, folder = docker_session(runtime, corpus_data, tmp_path, experiments=0, seconds=240)
     killer.join()
-    assert record.status in ("agent_error", "infra_error") and "137" in record.message, record.message
+    assert record.status == "infra_error", record.message
+    assert "killed (SIGKILL) from outside" in record.message
     rows = json.loads((folder / "experiments.json").read_text())
     assert len(rows) >= 1 and rows[0]["run_status"] == "ok"
     assert record.n_experiments == len(rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import fast_profile
+from support import fast_profile
 
 pytestmark = pytest.mark.slow
 ARBENCH = [sys.executable, "-m", "harness.cli"]
