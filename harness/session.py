@@ -22,7 +22,7 @@ from harness.integrity import check_integrity
 from harness.provenance import project_revision
 from harness.runtime.base import Mount, Runtime, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
-from harness.workspace import git, make_workspace
+from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error", "infra_error")
@@ -100,7 +100,8 @@ def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
     adapter = get_agent(spec.agent)
     write_json(folder / "manifest.json", {
         "schema_version": SCHEMA_VERSION, "profile": spec.profile.name, "profile_hash": spec.profile.hash,
-        "source": spec.source, "baseline_commit": baseline.commit, "baseline_files": baseline.files,
+        "source": spec.source, "data_manifest_sha256": sha256_bytes((data.data_dir / "manifest.json").read_bytes()),
+        "baseline_commit": baseline.commit, "baseline_files": baseline.files,
         "agent": adapter.describe(), "runtime": runtime.describe(), "host": platform.node(),
         "platform": platform.platform(), "project": project_revision()})
     record = replace(record, stage="agent", baseline_commit=baseline.commit)
