@@ -67,7 +67,8 @@ def verify_claim(path: Path, branch: str | None, profile_name: str | None, seeds
     profile = load_profile(profile_name or (path / "profile.toml" if (path / "profile.toml").exists() else "h100"))
     claim = find_claim(path, branch)
     data = require_prepared(profile)
-    verifier = Verifier((out or Path("runs") / f"verify-{path.resolve().name}") / "cache", profile, data,
+    path = path.resolve()
+    verifier = Verifier((out or Path("runs") / f"verify-{path.name}").resolve() / "cache", profile, data,
                         get_runtime(runtime_name), seeds, ("val", "test"))
     console.print(f"verifying {path}: baseline {claim.baseline_commit[:7]} vs best {claim.best_commit[:7]} "
                   f"on seeds {list(seeds)} ({profile.name})")

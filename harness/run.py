@@ -44,6 +44,7 @@ def plan(config: RunConfig) -> list[SessionSpec]:
 def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = None,
                   console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True)
+    run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
     data = require_prepared(config.profile, config.source)
     _claim_run_dir(config, run_dir)
     runtime = get_runtime(runtime_name or config.runtime, cpus=_cpus_per_slot(config.parallel))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ import pytest
 from bench.profile import load_profile
 from harness.data import DataMissing, DataPaths, require_prepared
 from harness.runtime import get_runtime
-from harness.runtime.base import ExecResult, SandboxSpec
+from harness.runtime.base import ExecResult, RuntimeError_, SandboxSpec
+from harness.runtime.docker import DockerRuntime, docker_available
+from harness.runtime.images import IMAGES, PROJECT_ROOT
 from harness.workspace import Baseline, make_workspace
 from support import fast_profile
 
@@ -79,3 +82,22 @@ def control_session(tmp_path_factory, corpus_data):
         return sessions[name, max_experiments]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def docker_runtime() -> DockerRuntime:
+    """The CPU image, (re)built if this checkout changed (cached: seconds), and a runtime on it."""
+    if not docker_available():
+        message = "no Docker engine answers (start dockerd, e.g. as .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {message}")
+        pytest.skip(message)
+    for attempt in range(3):  # the checkout may be edited while the image builds: the runtime refuses it then
+        build = subprocess.run([sys.executable, "images/build.py", "cpu"], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True)
+        assert build.returncode == 0, build.stderr[-2000:]
+        try:
+            return DockerRuntime(IMAGES["cpu"])
+        except RuntimeError_ as e:
+            if "holds other code" not in str(e) or attempt == 2:
+                raise

@@ -12,7 +12,6 @@ import json
 import socket
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from harness.config import Budget
 from harness.runtime import get_runtime
 from harness.runtime.base import Mount, RuntimeError_, SandboxSpec
 from harness.runtime.docker import DockerRuntime, docker_available
-from harness.runtime.images import IMAGES, LABEL, PROJECT_ROOT
+from harness.runtime.images import LABEL, PROJECT_ROOT
 from harness.runtime.process import KILL_GRACE_S
 from harness.session import SessionSpec, run_session
 
@@ -33,22 +32,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def runtime() -> DockerRuntime:
-    """The CPU image, (re)built if this checkout changed (cached: seconds), and a runtime on it."""
-    if not docker_available():
-        message = "no Docker engine answers (start dockerd, e.g. as .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {message}")
-        pytest.skip(message)
-    for attempt in range(3):  # the checkout may be edited while the image builds: the runtime refuses it then
-        build = subprocess.run([sys.executable, "images/build.py", "cpu"], cwd=PROJECT_ROOT, capture_output=True,
-                               text=True)
-        assert build.returncode == 0, build.stderr[-2000:]
-        try:
-            return DockerRuntime(IMAGES["cpu"])
-        except RuntimeError_ as e:
-            if "holds other code" not in str(e) or attempt == 2:
-                raise
+def runtime(docker_runtime) -> DockerRuntime:
+    return docker_runtime
 
 
 @pytest.fixture

@@ -19,33 +19,38 @@ pytestmark = pytest.mark.slow
 ARBENCH = [sys.executable, "-m", "harness.cli"]
 
 
-def write_config(tmp_path: Path, agents: list[str], experiments: int = 2, seeds=(1000, 1001)) -> Path:
+def write_config(tmp_path: Path, agents: list[str], experiments: int = 2, seeds=(1000, 1001),
+                 runtime: str = "process") -> Path:
     profile = tmp_path / "fast-profile.toml"
     profile.write_text(fast_profile().to_toml())
     config = tmp_path / "run.toml"
     config.write_text(f'run_id = "e2e"\nprofile = "{profile}"\nagents = {json.dumps(agents)}\nrepeats = 1\n'
-                      f'runtime = "process"\n[budget]\nseconds = 300\nexperiments = {experiments}\n'
+                      f'runtime = "{runtime}"\n[budget]\nseconds = 300\nexperiments = {experiments}\n'
                       f'[seeds]\nverify = {list(seeds)}\n')
     return config
 
 
-def arbench(*args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*ARBENCH, *map(str, args)], capture_output=True, text=True, timeout=900)
+def arbench(*args, check=True, cwd=None) -> subprocess.CompletedProcess:
+    result = subprocess.run([*ARBENCH, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def test_run_verifies_flags_and_publishes(tmp_path, corpus_data):
-    out = tmp_path / "run"
-    result = arbench("run", write_config(tmp_path, ["noop", "cheater-fake"]), "--out", out)
+@pytest.mark.parametrize("runtime", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_run_verifies_flags_and_publishes(tmp_path, corpus_data, runtime, request):
+    if runtime == "docker":
+        request.getfixturevalue("docker_runtime")   # the engine answers and the image holds this checkout
+    out = tmp_path / "run"   # given relative to the working directory, as `make demo` does
+    result = arbench("run", write_config(tmp_path, ["noop", "cheater-fake"], runtime=runtime), "--out", "run",
+                     cwd=tmp_path)
     tables = {name: pd.read_parquet(out / "tables" / f"{name}.parquet")
               for name in ("sessions", "experiments", "verifications", "findings")}
     assert sorted(tables["sessions"]["session_id"]) == ["cheater-fake-r0", "noop-r0"]
     assert set(tables["sessions"]["status"]) == {"done"}
     assert (tables["experiments"].groupby("session_id").size() >= 2).all()
     flagged = set(tables["findings"]["session_id"])
-    assert "cheater-fake-r0" in flagged and "noop-r0" not in flagged
+    assert "cheater-fake-r0" in flagged and "noop-r0" not in flagged   # not even a warning for an honest control
     ver = tables["verifications"]
     assert set(ver["split"]) == {"val", "test"} and set(ver["seed"]) == {1000, 1001}
     assert (ver["status"] == "ok").all() and ver["bpb"].between(0.1, 20).all()
@@ -55,6 +60,7 @@ def test_run_verifies_flags_and_publishes(tmp_path, corpus_data):
     assert "| noop |" in result.stdout and "cheater-fake" in (out / "leaderboard.md").read_text()
     manifest = json.loads((out / "sessions" / "noop-r0" / "manifest.json").read_text())
     assert manifest["profile_hash"] == fast_profile().hash and manifest["project"]["git_revision"]
+    assert manifest["runtime"]["runtime"] == runtime
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, corpus_data):
