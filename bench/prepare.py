@@ -87,6 +87,10 @@ def text_iterator(max_chars=1_000_000_000, doc_cap=10_000):
                     return
 
 
+class TokenizerError(ValueError):
+    """The train split cannot give a tokenizer of the profile's vocabulary size."""
+
+
 def train_tokenizer(tokenizer_dir=TOKENIZER_DIR, vocab_size=VOCAB_SIZE):
     """Train a BPE tokenizer with rustbpe on the train split; save it as a tiktoken encoding."""
     import rustbpe
@@ -102,6 +106,10 @@ def train_tokenizer(tokenizer_dir=TOKENIZER_DIR, vocab_size=VOCAB_SIZE):
     tokenizer = rustbpe.Tokenizer()
     tokenizer.train_from_iterator(text_iterator(), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
     mergeable_ranks = {bytes(k): v for k, v in tokenizer.get_mergeable_ranks()}
+    if len(mergeable_ranks) + len(SPECIAL_TOKENS) != vocab_size:
+        # a smaller vocabulary would change the model the profile defines: refuse rather than drift
+        raise TokenizerError(f"BPE found only {len(mergeable_ranks) + len(SPECIAL_TOKENS)} tokens in the train split, "
+                         f"the profile needs vocab_size={vocab_size}: prepare more training data")
     special_tokens = {name: len(mergeable_ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}
     enc = tiktoken.Encoding(name="rustbpe", pat_str=tokenizer.get_pattern(),
                             mergeable_ranks=mergeable_ranks, special_tokens=special_tokens)

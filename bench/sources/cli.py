@@ -126,7 +126,10 @@ def _ensure_tokenizer(prep: ModuleType, data_dir: Path, console: Console) -> boo
         (data_dir / f).unlink(missing_ok=True)
     shards = len(prep.list_parquet_files("train"))
     console.print(f"Tokenizer: training vocab {prep.VOCAB_SIZE} on {shards} train shards...")
-    prep.train_tokenizer()
+    try:
+        prep.train_tokenizer()
+    except prep.TokenizerError as e:
+        raise DataError(str(e)) from None
     for f in files:
         manifest.record(data_dir, f)
     manifest.tokenizers[tokenizer_dir] = trained_on

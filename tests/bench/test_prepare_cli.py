@@ -129,3 +129,14 @@ def test_concurrent_prepares_of_one_directory_both_succeed(tmp_path):
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert sum("Tokenizer: trained" in out for out in outputs) == 1
 
+
+
+def test_too_little_training_text_for_the_vocabulary_is_a_clear_error(tmp_path):
+    profile = tmp_path / "big-vocab.toml"
+    profile.write_text('name = "big"\n[task]\nmax_seq_len = 64\ntime_budget = 1\neval_tokens = 4096\n'
+                       'vocab_size = 65536\n[data]\nsource = "corpus"\ntrain_shards = 1\n')
+    result = _prepare(tmp_path, "--profile", str(profile))
+    assert result.returncode == 1
+    assert "the profile needs vocab_size=65536: prepare more training data" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cache/data/corpus/tokenizer-65536/tokenizer.pkl").exists()
