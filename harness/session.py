@@ -1,8 +1,9 @@
 """One agent session: fresh workspace, the agent in a sandbox until its budget, then collection.
 
 Stages write to the session folder (layout in harness/store.py) as they finish, so a kill at any
-point leaves every finished stage on disk. A session whose record is final is never run again; one
-found unfinished is set aside (renamed, not deleted) and run afresh.
+point leaves every finished stage on disk. A finished session (done, or the agent's own error) is never
+run again; one found unfinished, or ended by an infrastructure failure, is set aside (renamed, not
+deleted) and run afresh. A session whose sandbox failed still has its results.tsv rows collected.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from harness.store import SCHEMA_VERSION, read_json, write_json
 from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
-FINAL_STATUSES = ("done", "agent_error", "infra_error")
+FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
 DATA_TARGET = "/data"
 LEDGER_TARGET = "/ledger"
 
@@ -87,7 +88,13 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
     try:
         record = _run_stages(spec, folder, runtime, data, record)
     except Exception as e:  # recorded, never raised through: the other sessions go on
+        record = SessionRecord(**read_json(folder / "session.json"))   # as far as the stages got
         record = replace(record, status="infra_error", message=f"{record.stage}: {type(e).__name__}: {e}")
+        if record.stage == "agent":  # the sandbox broke: what the agent wrote so far is still collected
+            try:
+                record = replace(record, n_experiments=_collect(folder))
+            except Exception as again:
+                record = replace(record, message=f"{record.message}; collect: {type(again).__name__}: {again}")
     record = replace(record, ended_at=time.time(), wall_seconds=time.time() - record.started_at)
     write_json(folder / "session.json", record)
     return record
@@ -119,12 +126,21 @@ def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
 
     record = replace(record, stage="collect", status="running", message=message)
     write_json(folder / "session.json", record)
-    experiments = collect(workspace, ledger)
-    findings = check_integrity(workspace, baseline.files, experiments, ledger)
-    write_json(folder / "experiments.json", experiments)
-    write_json(folder / "findings.json", findings)
-    return replace(record, stage="done", status=status, n_experiments=len(experiments),
+    n_experiments = _collect(folder)
+    if status == "infra_error":
+        return replace(record, status=status, n_experiments=n_experiments)
+    return replace(record, stage="done", status=status, n_experiments=n_experiments,
                    final_commit=git(workspace, "rev-parse", "HEAD"))
+
+
+def _collect(folder: Path) -> int:
+    """Experiments and integrity findings from the workspace as the agent left it; the number of experiments."""
+    baseline_files = read_json(folder / "manifest.json")["baseline_files"]
+    workspace, ledger = folder / "workspace", folder / "ledger"
+    experiments = collect(workspace, ledger)
+    write_json(folder / "experiments.json", experiments)
+    write_json(folder / "findings.json", check_integrity(workspace, baseline_files, experiments, ledger))
+    return len(experiments)
 
 
 def _agent_outcome(result, log_path: Path) -> tuple[SessionStatus, str]:

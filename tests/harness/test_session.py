@@ -1,0 +1,55 @@
+"""A session whose sandbox breaks: recorded as an infra failure, its rows collected, redone on resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.config import Budget
+from harness.runtime import get_runtime
+from harness.runtime.base import RuntimeError_
+from harness.session import SessionSpec, run_session
+from support import fast_profile
+
+pytestmark = pytest.mark.slow
+
+
+class BreakingRuntime:
+    """The real process runtime, whose engine 'goes away' right after the agent's command ran."""
+
+    name = "process"
+
+    def __init__(self):
+        self.inner = get_runtime("process", cpus=2)
+
+    def describe(self):
+        return self.inner.describe()
+
+    def open(self, spec):
+        sandbox = self.inner.open(spec)
+        real_exec = sandbox.exec
+
+        def exec_then_break(*args, **kwargs):
+            real_exec(*args, **kwargs)
+            raise RuntimeError_("docker engine: connection reset")
+
+        sandbox.exec = exec_then_break
+        return sandbox
+
+
+def test_broken_sandbox_is_an_infra_error_with_rows_kept_and_is_redone(tmp_path, corpus_data):
+    spec = SessionSpec(run_id="t", agent="noop", repeat=0, seed=0, profile=fast_profile(), source="corpus",
+                       budget=Budget(seconds=300, experiments=2))
+    record = run_session(spec, tmp_path, BreakingRuntime(), corpus_data)
+    folder = tmp_path / "sessions" / "noop-r0"
+    assert record.status == "infra_error" and record.message.startswith("agent: RuntimeError_: docker engine")
+    rows = json.loads((folder / "experiments.json").read_text())
+    assert record.n_experiments == len(rows) == 2 and all(r["run_status"] == "ok" for r in rows)
+    assert not record.final_commit   # not verified: the session did not end normally
+
+    redone = run_session(spec, tmp_path, get_runtime("process", cpus=2), corpus_data)
+    assert redone.status == "done" and redone.final_commit
+    aside = tmp_path / "sessions" / "noop-r0.interrupted-1"
+    assert json.loads((aside / "session.json").read_text())["status"] == "infra_error"
+    assert len(json.loads((aside / "experiments.json").read_text())) == 2
