@@ -4,7 +4,8 @@ Three sources, none trusted on its own:
   results.tsv   what the agent claims (program.md format: commit, val_bpb, memory_gb, status, description)
   git           every commit the agent made, discarded ones included (reflog and unreachable objects)
   run ledger    one JSON record per `python train.py`, written by bench's sitecustomize into $ARBENCH_LEDGER
-A row is matched to the commit its short hash names, and to a ledger run of that commit's train.py.
+A row is matched to the commit its short hash names, and to a ledger run started at that commit (HEAD as
+sitecustomize saw it); records from before HEAD was recorded fall back to a run of that commit's train.py.
 This module only gathers and matches; harness/integrity.py judges. The parser is tolerant: a malformed
 row is returned as a RowProblem, never raised.
 """
@@ -116,6 +117,9 @@ class LedgerRecord:
     ended_at: float | None
     status: RunStatus
     summary: dict[str, Any]
+    head_commit: str | None = None                      # git HEAD when it started; None in older records
+    dirty: bool | None = None                           # train.py differed from HEAD's
+    protected_sha256: dict[str, str | None] | None = None  # path -> sha256 of prepare.py, profile.toml as run
 
     @property
     def val_bpb(self) -> float | None:
@@ -140,6 +144,9 @@ def _ledger_record(path: Path) -> LedgerRecord | None:
             ended_at=raw.get("ended_at"),
             status=_run_status(raw),
             summary=dict(raw.get("summary") or {}),
+            head_commit=raw.get("head_commit"),
+            dirty=raw.get("dirty"),
+            protected_sha256=None if raw.get("protected_sha256") is None else dict(raw["protected_sha256"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -208,6 +215,7 @@ class ExperimentRecord:
     train_py_sha256: str | None  # of train.py at the commit
     run_val_bpb: float | None    # what the matched run really printed
     seed: int | None
+    run_dirty: bool | None       # the matched run trained a train.py that differed from the commit
 
 
 def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
@@ -233,12 +241,15 @@ def _resolve(short: str, commits: dict[str, Commit]) -> Commit | None:
 
 def _match_run(row: ResultRow, commit: Commit | None, next_time: int | None, train_hash: str | None,
                unused: list[LedgerRecord]) -> LedgerRecord | None:
-    """A run of this commit's train.py started between its commit and the next row's (git times are whole
-    seconds, hence the slack); the one that printed the claimed val_bpb if any, else the first."""
+    """A run started at this commit, else (records without HEAD) a run of this commit's train.py started between
+    its commit and the next row's (git times are whole seconds, hence the slack); the one that printed the
+    claimed val_bpb if any, else the first."""
     if commit is None:
         return None
     end = next_time + 1 if next_time is not None and next_time >= commit.time else float("inf")
-    candidates = [r for r in unused if r.train_py_sha256 == train_hash and commit.time - 1 <= r.started_at < end]
+    candidates = ([r for r in unused if r.head_commit == commit.sha]
+                  or [r for r in unused if r.head_commit is None and r.train_py_sha256 == train_hash
+                      and commit.time - 1 <= r.started_at < end])
     exact = [r for r in candidates if r.val_bpb is not None and abs(r.val_bpb - row.val_bpb) <= VAL_BPB_TOLERANCE]
     return (exact or candidates or [None])[0]
 
@@ -264,4 +275,5 @@ def _record(idx: int, row: ResultRow, commit: Commit | None, train_hash: str | N
         train_py_sha256=train_hash,
         run_val_bpb=run.val_bpb if run else None,
         seed=run.seed if run else None,
+        run_dirty=run.dirty if run else None,
     )

@@ -6,10 +6,16 @@
   train.py's sha256, seed, start and end time, exit code, status and the summary parsed from stdout,
   which is teed for that purpose. A run killed from outside keeps ended_at null. The exit code is as
   seen from inside: sys.exit()/exit() codes, 1 for an uncaught exception, else 0.
+  Also, as the workspace was when the run started: its git HEAD (head_commit, null outside a repository),
+  whether train.py differs from HEAD's (dirty), and the sha256 of the files that set the metric
+  (protected_sha256; prepare.py is the file `import prepare` would load, null when none), so that an
+  edit that is put back after the run still shows.
 """
 
 import os
 import sys
+
+GIT_TIMEOUT_S = 5.0  # git answers in milliseconds; a hung one must not hold train.py up for long
 
 
 def _main_is_train_py() -> bool:
@@ -47,21 +53,57 @@ class _Tee:
         return getattr(self._stream, name)
 
 
+def _git(directory: str, *args: str) -> bytes | None:
+    """git's stdout in directory; None when it fails (no repository, no commit, no such file, no git)."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # the script's repository, not a caller's
+    try:
+        result = subprocess.run(["git", "-C", directory, *args], capture_output=True, env=env, timeout=GIT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: str | None) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return _sha256(f.read())
+    except (OSError, TypeError):
+        return None
+
+
+def _workspace_state(script: str, train_sha: str) -> dict:
+    from importlib.machinery import PathFinder
+
+    directory = os.path.dirname(os.path.abspath(script))
+    head = (_git(directory, "rev-parse", "--verify", "-q", "HEAD") or b"").decode().strip() or None
+    committed = _git(directory, "show", f"{head}:./{os.path.basename(script)}") if head else None
+    spec = PathFinder.find_spec("prepare", [directory, *sys.path])  # also a prepare/ package or a .pyc beside it
+    prepare = spec.origin if spec is not None and spec.has_location else None
+    return {"head_commit": head,
+            "dirty": None if head is None else committed is None or _sha256(committed) != train_sha,
+            "protected_sha256": {"prepare.py": _sha256_file(prepare),
+                                 "profile.toml": _sha256_file(os.path.join(directory, "profile.toml"))}}
+
+
 def _start_ledger(directory: str, seed) -> None:
     import atexit
     import builtins
-    import hashlib
     import json
     import time
 
     launch = _import_launch()
-    with open(sys.argv[0], "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+    sha = _sha256_file(sys.argv[0])
     started = time.time()
     path = os.path.join(directory, f"run-{int(started * 1000)}-{os.getpid()}.json")
     record = {"schema_version": launch.SCHEMA_VERSION, "train_py_sha256": sha, "train_py": os.path.abspath(sys.argv[0]),
               "seed": seed, "started_at": started, "ended_at": None, "exit_code": None, "status": "running",
-              "message": "", "summary": {}}
+              "message": "", "summary": {}, **_workspace_state(sys.argv[0], sha)}
     tee = sys.stdout = _Tee(sys.stdout)
     exit_code = [0]
 

@@ -14,6 +14,7 @@ import pytest
 from launching import SITECUSTOMIZE_DIR, launch, run_env, workspace
 
 from bench.launch import RunOutcome, classify, parse_summary
+from harness.workspace import git
 
 SUMMARY = """step 00010 (50.0%) | loss: 4.1\r
 ---
@@ -205,3 +206,39 @@ def test_sitecustomize_records_how_a_run_ended(tmp_path, corpus_data, script, ex
     [record] = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
     assert (record["exit_code"], record["status"], record["message"]) == (exit_code, status, message)
     assert record["ended_at"] is not None
+    assert (record["head_commit"], record["dirty"]) == (None, None)  # not a git repository
+
+
+def _recorded_run(ws: Path, ledger: Path, data) -> dict:
+    before = set(ledger.glob("*.json"))
+    subprocess.run([sys.executable, "train.py"], cwd=ws, capture_output=True, check=True, timeout=120,
+                   env=run_env(data, ARBENCH_LEDGER=str(ledger), PYTHONPATH=str(SITECUSTOMIZE_DIR)))
+    [path] = set(ledger.glob("*.json")) - before
+    return json.loads(path.read_text())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sitecustomize_records_the_workspace_as_the_run_found_it(tmp_path, corpus_data):
+    """HEAD, whether train.py is committed, and the files that set the metric: prepare.py as `import prepare`
+    would load it (here a package that shadows it) and profile.toml."""
+    ws, ledger = _script(tmp_path / "ws", "print('---')\nprint('val_bpb: 1.0')\n"), tmp_path / "ledger"
+    (ws / "prepare.py").write_text("X = 1\n")
+    (ws / "profile.toml").write_text("name = 'p'\n")
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    head = git(ws, "rev-parse", "HEAD")
+    record = _recorded_run(ws, ledger, corpus_data)
+    assert (record["head_commit"], record["dirty"]) == (head, False)
+    assert record["protected_sha256"] == {"prepare.py": _sha256(ws / "prepare.py"),
+                                          "profile.toml": _sha256(ws / "profile.toml")}
+    with open(ws / "train.py", "a") as f:
+        f.write("# an uncommitted edit\n")
+    (ws / "prepare").mkdir()
+    (ws / "prepare" / "__init__.py").write_text("X = 2\n")
+    record = _recorded_run(ws, ledger, corpus_data)
+    assert (record["head_commit"], record["dirty"]) == (head, True)
+    assert record["protected_sha256"]["prepare.py"] == _sha256(ws / "prepare" / "__init__.py")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
 
 import pytest
 
-from harness.collect import ResultRow, collect, parse_results, read_results
+from harness.collect import ResultRow, collect, header_line, parse_results, read_results
+from harness.integrity import check_integrity
+from harness.runtime.process import scrubbed_env
 from harness.workspace import file_at, git, sha256_bytes
 
 HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
@@ -75,3 +83,44 @@ def test_without_a_ledger_every_run_is_missing(control_session):
     s = control_session("noop", 3)
     records = collect(s.workspace, None)
     assert [r.run_status for r in records] == ["missing"] * 3 and all(r.commit_found for r in records)
+
+
+@pytest.mark.slow
+def test_records_from_before_head_was_recorded_fall_back_to_hash_and_time(control_session, tmp_path):
+    s = control_session("noop", 3)
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    for path in s.ledger.glob("*.json"):
+        raw = json.loads(path.read_text())
+        for key in ("head_commit", "dirty", "protected_sha256"):
+            del raw[key]
+        (ledger / path.name).write_text(json.dumps(raw))
+    old, new = collect(s.workspace, ledger), collect(s.workspace, s.ledger)
+    assert [r.run_status for r in old] == ["ok"] * 3 and old == [replace(r, run_dirty=None) for r in new]
+
+
+@pytest.mark.slow
+def test_rows_committed_within_one_second_get_their_own_runs(session_folder, tmp_path):
+    """A row that copies the next experiment's number and never ran, its commit in the same second as that
+    experiment's and with the same train.py: commit times cannot tell the runs apart, the recorded HEAD can."""
+    folder = session_folder("same-second")
+    ws = folder.workspace
+    second = f"{int(time.time()) + 1} +0000"  # both commits, and the run's start, fall within [second - 1, second + 1)
+    shas = []
+    for message in ("never trained", "trained"):
+        subprocess.run(["git", "-C", str(ws), "commit", "-q", "--allow-empty", "-m", message], check=True,
+                       env=os.environ | {"GIT_COMMITTER_DATE": second, "GIT_AUTHOR_DATE": second})
+        shas.append(git(ws, "rev-parse", "HEAD"))
+    subprocess.run([sys.executable, "train.py"], cwd=ws, env=scrubbed_env(tmp_path / "home", cpus=2) | folder.env,
+                   capture_output=True, check=True, timeout=120)
+    [run] = [json.loads(p.read_text()) for p in folder.ledger.glob("*.json")]
+    assert (run["head_commit"], run["dirty"]) == (shas[1], False)
+    val_bpb = run["summary"]["val_bpb"]
+    rows = [ResultRow(sha[:7], val_bpb, 0.1, "keep", message) for sha, message in zip(shas, ("copied", "real"))]
+    (ws / "results.tsv").write_text(header_line() + "".join(r.to_line() for r in rows))
+
+    records = collect(ws, folder.ledger)
+    assert [(r.commit, r.run_status, r.run_val_bpb) for r in records] == [(shas[0], "missing", None),
+                                                                          (shas[1], "ok", val_bpb)]
+    findings = check_integrity(ws, folder.baseline.files, records, folder.ledger)
+    assert [(f.kind, f.commit) for f in findings] == [("results_without_run", shas[0])]
