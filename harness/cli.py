@@ -40,17 +40,20 @@ def _require_run_dir(run_dir: Path) -> None:
 def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harness/configs/demo.toml)")],
         out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/<run_id>)")] = None,
         runtime: RuntimeOpt = None,
-        parallel: Annotated[Optional[int], typer.Option(help="sessions at once (default: the config's)")] = None):
+        parallel: Annotated[Optional[int], typer.Option(help="sessions at once (default: the config's)")] = None,
+        gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1: one session per GPU")] = None):
     """Run every session of CONFIG, verify them on held-out seeds, write tables and leaderboard.md.
     Re-running resumes: finished sessions are kept, interrupted ones are redone."""
     from dataclasses import replace
 
-    from harness.config import load_config
+    from harness.config import load_config, parse_gpus
     from harness.run import run_benchmark
     try:
         cfg = load_config(config)
         if parallel:
             cfg = replace(cfg, parallel=parallel)
+        if gpus is not None:
+            cfg = replace(cfg, gpus=parse_gpus(gpus))
         result = run_benchmark(cfg, out or Path("runs") / cfg.run_id, runtime, console)
     except _user_errors() as e:
         _fail(str(e))

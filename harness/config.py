@@ -5,7 +5,8 @@
     agents = ["noop", "random"]
     repeats = 3
     runtime = "auto"              # auto | docker | process
-    parallel = 1                  # sessions run at once on this host
+    parallel = 1                  # sessions run at once on this host (CPU)
+    gpus = [0, 1]                 # GPU indices to use: one session per GPU at a time (overrides parallel)
 
     [budget]                      # the harness stops an agent at whichever comes first
     seconds = 600                 # wall clock per session
@@ -50,13 +51,15 @@ class RunConfig:
     verify_splits: tuple[str, ...]
     runtime: str = "auto"
     parallel: int = 1
+    gpus: tuple[int, ...] = ()
     source: str | None = None
 
     def session_seeds(self) -> list[int]:
         return [self.session_seed + r for r in range(self.repeats)]
 
 
-KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "source", "budget", "seeds", "verify"}
+KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "gpus", "source", "budget", "seeds",
+              "verify"}
 SPLITS = ("val", "test")
 
 
@@ -105,6 +108,7 @@ def parse_config(raw: dict, where: str = "config") -> RunConfig:
         verify_splits=tuple(raw.get("verify", {}).get("splits", list(SPLITS))),
         runtime=raw.get("runtime", "auto"),
         parallel=int(_positive(raw.get("parallel", 1), "parallel", where)),
+        gpus=parse_gpus(raw.get("gpus", []), where),
         source=raw.get("source"),
     )
     _check_seeds_and_splits(config, where)
@@ -121,6 +125,18 @@ def _check_seeds_and_splits(config: RunConfig, where: str) -> None:
     bad = [s for s in config.verify_splits if s not in SPLITS]
     if bad:
         raise ConfigError(f"{where}: unknown split(s) {bad}; known: {', '.join(SPLITS)}")
+
+
+def parse_gpus(value, where: str = "--gpus") -> tuple[int, ...]:
+    """GPU indices from a list or a comma-separated string ("0,1"); distinct non-negative integers."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        gpus = tuple(int(str(g).strip()) for g in items if str(g).strip())
+    except ValueError:
+        raise ConfigError(f"{where}: gpus must be GPU indices like 0,1, got {value!r}") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ConfigError(f"{where}: gpus must be distinct non-negative indices, got {value!r}")
+    return gpus
 
 
 def _positive(value, name: str, where: str) -> float:

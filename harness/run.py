@@ -19,7 +19,7 @@ from harness.data import require_prepared
 from harness.provenance import project_revision
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
-from harness.schedule import run_pool
+from harness.schedule import host_slots, run_pool
 from harness.session import SessionRecord, SessionSpec, run_session
 from harness.store import build_tables, read_json, session_dirs, write_json
 from harness.verify import Verifier, verify_session
@@ -47,10 +47,12 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
     run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
     data = require_prepared(config.profile, config.source)
     _claim_run_dir(config, run_dir)
-    runtime = get_runtime(runtime_name or config.runtime, cpus=_cpus_per_slot(config.parallel))
+    slots = host_slots(config.gpus, config.parallel)
+    runtime = get_runtime(runtime_name or config.runtime, cpus=max(1, (os.cpu_count() or 1) // len(slots)))
     specs = plan(config)
     console.print(f"[bold]{config.run_id}[/]: {len(specs)} sessions ({', '.join(config.agents)} × {config.repeats}) "
-                  f"on {config.profile.name}, runtime {runtime.name}, budget {config.budget.seconds:.0f} s"
+                  f"on {config.profile.name}, runtime {runtime.name}"
+                  + (f", GPUs {list(config.gpus)}" if config.gpus else "") + f", budget {config.budget.seconds:.0f} s"
                   + (f" / {config.budget.experiments} experiments" if config.budget.experiments else ""))
     done = [0]
 
@@ -59,12 +61,12 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
         console.print(f"  [{done[0]}/{len(specs)}] {spec.session_id}: {record.status}, "
                       f"{record.n_experiments} experiments, {record.wall_seconds or 0:.0f} s  {record.message}")
 
-    sessions = run_pool(specs, lambda s: run_session(s, run_dir, runtime, data), config.parallel, report)
-    verify_all(config, run_dir, runtime, data, console)
+    sessions = run_pool(specs, lambda s, gpu: run_session(s, run_dir, runtime, data, gpu), slots, report)
+    verify_all(config, run_dir, runtime, data, console, slots)
     return RunResult(run_dir=run_dir, sessions=sessions, leaderboard=publish(run_dir))
 
 
-def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console: Console) -> None:
+def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console: Console, slots) -> None:
     """Verify every session that got past its agent: unique (train.py, seed) pairs first, in parallel."""
     verifier = Verifier(run_dir / "cache", config.profile, data, runtime, config.verify_seeds, config.verify_splits)
     folders = [f for f in session_dirs(run_dir) if read_json(f / "session.json")["final_commit"]]
@@ -85,7 +87,7 @@ def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console
         scores = ", ".join(f"{k} {v:.4f}" for k, v in trusted.items() if v is not None)
         console.print(f"  [{done[0]}/{len(unique)}] seed {key[1]}: {outcome['status']} {scores}")
 
-    run_pool(list(unique), lambda key: verifier.score(*key), config.parallel, report)
+    run_pool(list(unique), lambda key, gpu: verifier.score(*key, gpu=gpu), slots, report)
     for folder in folders:
         verify_session(folder, verifier)
 
@@ -116,10 +118,6 @@ def _claim_run_dir(config: RunConfig, run_dir: Path) -> None:
 
 
 def _config_fingerprint(config: RunConfig) -> str:
-    fields = {k: v for k, v in config.__dict__.items() if k not in ("profile", "parallel", "runtime")}
+    fields = {k: v for k, v in config.__dict__.items() if k not in ("profile", "parallel", "runtime", "gpus")}
     fields["profile_hash"] = config.profile.hash
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _cpus_per_slot(parallel: int) -> int:
-    return max(1, (os.cpu_count() or 1) // parallel)

@@ -66,12 +66,15 @@ class SessionRecord:
     ended_at: float | None = None
     wall_seconds: float | None = None
     n_experiments: int = 0
+    gpu: int | None = None
     baseline_commit: str = ""
     final_commit: str = ""
     schema_version: int = SCHEMA_VERSION
 
 
-def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPaths) -> SessionRecord:
+def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPaths,
+                gpu: int | None = None) -> SessionRecord:
+    """Run (or resume) one session; gpu is the one GPU it gets, None on a CPU host."""
     folder = run_dir / "sessions" / spec.session_id
     previous = read_json(folder / "session.json")
     if previous and previous["status"] in FINAL_STATUSES:
@@ -83,10 +86,10 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
         session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent, repeat=spec.repeat, seed=spec.seed,
         profile=spec.profile.name, profile_hash=spec.profile.hash, source=spec.source, runtime=runtime.name,
         budget_seconds=spec.budget.seconds, budget_experiments=spec.budget.experiments,
-        status="running", stage="workspace", message="", started_at=time.time())
+        status="running", stage="workspace", message="", started_at=time.time(), gpu=gpu)
     write_json(folder / "session.json", record)
     try:
-        record = _run_stages(spec, folder, runtime, data, record)
+        record = _run_stages(spec, folder, runtime, data, record, gpu)
     except Exception as e:  # recorded, never raised through: the other sessions go on
         record = SessionRecord(**read_json(folder / "session.json"))   # as far as the stages got
         record = replace(record, status="infra_error", message=f"{record.stage}: {type(e).__name__}: {e}")
@@ -100,7 +103,7 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
     return record
 
 
-def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
+def _run_stages(spec, folder, runtime, data, record, gpu) -> SessionRecord:
     workspace, ledger = folder / "workspace", folder / "ledger"
     ledger.mkdir(exist_ok=True)
     baseline = make_workspace(workspace, spec.profile, tag=f"{spec.run_id}-{spec.session_id}")
@@ -114,10 +117,7 @@ def _run_stages(spec, folder, runtime, data, record) -> SessionRecord:
     record = replace(record, stage="agent", baseline_commit=baseline.commit)
     write_json(folder / "session.json", record)
 
-    sandbox_spec = SandboxSpec(
-        name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=workspace,
-        mounts=(Mount(data.data_dir, DATA_TARGET), Mount(ledger, LEDGER_TARGET, read_only=False)))
-    with runtime.open(sandbox_spec) as sandbox:
+    with runtime.open(agent_sandbox(spec, folder, data, gpu)) as sandbox:
         env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), "ARBENCH_LEDGER": sandbox.path(ledger),
                "ARBENCH_SEED": str(spec.seed)}
         result = sandbox.exec(adapter.command(spec.budget.experiments, spec.seed), folder / "agent.log",
@@ -141,6 +141,13 @@ def _collect(folder: Path) -> int:
     write_json(folder / "experiments.json", experiments)
     write_json(folder / "findings.json", check_integrity(workspace, baseline_files, experiments, ledger))
     return len(experiments)
+
+
+def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | None) -> SandboxSpec:
+    """What the agent may touch: its workspace, the ledger, train+val data read-only, its one GPU; no test split."""
+    mounts = (Mount(data.data_dir, DATA_TARGET), Mount(folder / "ledger", LEDGER_TARGET, read_only=False))
+    return SandboxSpec(name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=folder / "workspace",
+                       mounts=mounts, gpu_ids=() if gpu is None else (gpu,))
 
 
 def _agent_outcome(result, log_path: Path) -> tuple[SessionStatus, str]:

@@ -45,7 +45,7 @@ class Verifier:
         self.cache_dir, self.profile, self.data, self.runtime = cache_dir, profile, data, runtime
         self.seeds, self.splits = seeds, splits
 
-    def score(self, train_py: bytes, seed: int) -> dict:
+    def score(self, train_py: bytes, seed: int, gpu: int | None = None) -> dict:
         """The launcher's outcome (bench.launch.RunOutcome as JSON) for train_py under seed; cached."""
         final = self.cache_dir / self.profile.hash / sha256_bytes(train_py)[:16] / f"seed-{seed}"
         cached = read_json(final / "result.json")
@@ -56,15 +56,16 @@ class Verifier:
         work.mkdir(parents=True)
         (work / "train.py").write_bytes(train_py)
         (work / "profile.toml").write_text(self.profile.to_toml())
-        outcome = self._launch(work, seed)
+        outcome = self._launch(work, seed, gpu)
         if outcome["status"] != "infra_error":
             shutil.rmtree(final, ignore_errors=True)
             work.rename(final)
         return outcome
 
-    def _launch(self, work: Path, seed: int) -> dict:
+    def _launch(self, work: Path, seed: int, gpu: int | None) -> dict:
         spec = SandboxSpec(name=f"arbench-verify-{work.parent.name}-{seed}", workspace=work,
-                           mounts=(Mount(self.data.data_dir, DATA_TARGET), Mount(self.data.test_dir, TEST_TARGET)))
+                           mounts=(Mount(self.data.data_dir, DATA_TARGET), Mount(self.data.test_dir, TEST_TARGET)),
+                           gpu_ids=() if gpu is None else (gpu,))
         budget = self.profile.time_budget
         with self.runtime.open(spec) as sandbox:
             env = {"ARBENCH_PROFILE": sandbox.path(work / "profile.toml"),

@@ -65,6 +65,8 @@ class ProcessSandbox(Sandbox):
 
     def exec(self, argv, log_path, timeout_s=None, env=None) -> ExecResult:
         full_env = scrubbed_env(self.home, self.cpus) | self.spec.env | (env or {})
+        if self.spec.gpu_ids:
+            full_env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.spec.gpu_ids))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with open(log_path, "ab") as log:

@@ -14,6 +14,7 @@ def test_valid_config_parses_with_session_seeds_disjoint_from_verify_seeds():
     assert config.verify_seeds == (100, 101)
     assert config.profile.name == "cpu-tiny"
     assert config.verify_splits == ("val", "test")
+    assert config.gpus == () and parse_config(VALID | {"gpus": "0, 1"}).gpus == (0, 1)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -27,6 +28,8 @@ def test_valid_config_parses_with_session_seeds_disjoint_from_verify_seeds():
     ({"run_id": "a b"}, "run_id must be"),
     ({"agent": ["noop"]}, "unknown key(s) agent"),
     ({"agents": []}, "non-empty list"),
+    ({"gpus": "0,x"}, "gpus must be GPU indices like 0,1"),
+    ({"gpus": [1, 1]}, "gpus must be distinct non-negative indices"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(ConfigError) as err:

@@ -190,6 +190,31 @@ def test_gpu_request_limits_and_mounts_as_sent_to_the_engine(runtime, dirs):
         assert not sandbox.container_config(["true"])["device_requests"]
 
 
+def test_run_with_gpus_0_1_gives_each_session_exactly_its_own_gpu(runtime, corpus_data, tmp_path):
+    """`arbench run --gpus 0,1`: sessions run on slots 0 and 1; each container asks for that one GPU only."""
+    from harness.schedule import host_slots, run_pool
+    from harness.session import agent_sandbox
+
+    specs = [SessionSpec(run_id="t", agent="noop", repeat=r, seed=r, profile=fast_profile(), source="corpus",
+                         budget=Budget(seconds=60, experiments=1)) for r in range(4)]
+
+    def device_ids(spec, gpu):
+        folder = tmp_path / spec.session_id
+        (folder / "workspace").mkdir(parents=True)
+        (folder / "ledger").mkdir()
+        with runtime.open(agent_sandbox(spec, folder, corpus_data, gpu)) as sandbox:
+            container = runtime.client.containers.create(**sandbox.container_config(["nvidia-smi"]))
+        try:
+            requests = runtime.client.api.inspect_container(container.id)["HostConfig"]["DeviceRequests"]
+        finally:
+            container.remove(force=True)
+        return gpu, [r["DeviceIDs"] for r in requests]
+
+    results = run_pool(specs, device_ids, host_slots([0, 1], parallel=1))
+    assert {gpu for gpu, _ in results} == {0, 1}
+    assert all(ids == [[str(gpu)]] for gpu, ids in results)
+
+
 def test_paths_map_to_the_container(runtime, dirs):
     workspace, data, hidden = dirs
     with runtime.open(spec_for(workspace, data)) as sandbox:

@@ -41,3 +41,12 @@ def test_budget_kills_the_whole_process_group(tmp_path):
     child = int(pidfile.read_text())
     time.sleep(0.2)
     assert not os.path.exists(f"/proc/{child}") or "zombie" in open(f"/proc/{child}/status").read().lower()
+
+
+def test_a_session_pinned_to_one_gpu_sees_only_that_gpu(tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    sandbox = get_runtime("process").open(SandboxSpec(name="t", workspace=workspace, gpu_ids=(1,)))
+    log = tmp_path / "log.txt"
+    sandbox.exec([sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"], log)
+    assert log.read_text().strip() == "1"
