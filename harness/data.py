@@ -9,6 +9,9 @@ from pathlib import Path
 from bench.profile import Profile
 
 
+DATA_TARGET, TEST_TARGET = "/data", "/heldout"   # where sandboxes see the data and the hidden test split
+
+
 class DataMissing(RuntimeError):
     """The data or tokenizer a run needs has not been prepared."""
 

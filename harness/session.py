@@ -18,7 +18,7 @@ from agents.registry import get_agent
 from bench.profile import Profile
 from harness.collect import collect
 from harness.config import Budget
-from harness.data import DataPaths
+from harness.data import DATA_TARGET, DataPaths
 from harness.integrity import check_integrity
 from harness.provenance import project_revision
 from harness.runtime.base import Mount, Runtime, SandboxSpec
@@ -27,7 +27,6 @@ from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
-DATA_TARGET = "/data"
 LEDGER_TARGET = "/ledger"
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from bench.profile import Profile
-from harness.data import DataPaths
+from harness.data import DATA_TARGET, TEST_TARGET, DataPaths
 from harness.runtime.base import Mount, Runtime, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
 from harness.workspace import file_at, sha256_bytes
 
 Role = Literal["baseline", "final"]
 VerifyStatus = Literal["ok", "crash", "nan", "timeout", "infra_error"]
-DATA_TARGET, TEST_TARGET = "/data", "/heldout"
 
 
 @dataclass(frozen=True)

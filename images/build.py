@@ -16,7 +16,6 @@ harness.runtime.docker.DockerRuntime.describe() puts in every session manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from harness.runtime.base import RuntimeError_  # noqa: E402
 from harness.runtime.docker import connect  # noqa: E402
 from harness.runtime.images import (IMAGES, LABEL, PROJECT_ROOT, host_flavors, project_files,  # noqa: E402
                                     project_hash)
+from harness.workspace import sha256_bytes  # noqa: E402
 from images.lock import TARGETS, inputs_hash, lock_path, read_header_hash  # noqa: E402
 
 BUILD_DIR = IMAGES_DIR / ".build"
@@ -47,10 +47,6 @@ DEBIAN_MIRROR = os.environ.get("ARBENCH_DEBIAN_MIRROR", "http://deb.debian.org/d
 
 class BuildError(Exception):
     """A step that cannot run here (not root, no debootstrap, stale lock, failed build)."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def image_label(client: docker.DockerClient, tag: str, key: str) -> str | None:
