@@ -26,7 +26,7 @@ from harness.store import TABLES
 COLUMNS = {
     "sessions": ["session_id", "agent", "profile", "profile_hash"],
     "experiments": ["session_id", "agent", "idx", "claimed_val_bpb", "status", "run_status"],
-    "verifications": ["session_id", "agent", "role", "train_py_hash", "seed", "split", "bpb", "status"],
+    "verifications": ["session_id", "agent", "role", "train_py_hash", "seed", "split", "bpb", "status", "pair_status"],
     "findings": ["session_id", "agent", "kind", "severity"],
 }
 NOISE_AGENT = "noop"
@@ -122,6 +122,8 @@ class AgentSummary:
     noise_mining: float        # claimed − verified val (selection on noisy runs, incl. the seed effect)
     val_overfit: float         # verified val − verified test (tuning to the val shard)
     rank: tuple[int, int] | None = None  # rank interval by verified test gain; None if not verified
+    failed_runs: int = 0       # (session, seed) whose final run failed: scored as the untrained model, counted
+    excluded_pairs: int = 0    # (session, seed) pairs left out of every gain: drift or failed baseline
 
 
 # ---------------------------------------------------------------------------
@@ -163,14 +165,32 @@ def _claims(experiments: pd.DataFrame) -> pd.DataFrame:
     return per[["n_experiments", "n_keeps", "n_draws", "claimed_gain"]]
 
 
+def _scored(verifications: pd.DataFrame) -> pd.DataFrame:
+    """Rows that enter a gain: a pair that was not excluded (drift, failed baseline), a scored bpb, and a
+    baseline that ran ok; a failed final counts with its score (the untrained model's). Rows written
+    before pairs existed have no pair_status and count as a kept pair."""
+    v = verifications
+    kept = v["pair_status"].astype(object).fillna("ok") == "ok"
+    return v[kept & np.isfinite(v["bpb"].astype(float)) & ((v["status"] == "ok") | (v["role"] == "final"))]
+
+
 def _paired_diffs(verifications: pd.DataFrame) -> pd.Series:
-    """baseline − final bpb indexed by (session_id, split, seed); a seed counts only when both
-    roles ran ok on it."""
-    ok = verifications[(verifications["status"] == "ok") & np.isfinite(verifications["bpb"].astype(float))]
+    """baseline − final bpb indexed by (session_id, split, seed), over the scored rows (see _scored)."""
+    ok = _scored(verifications)
     wide = ok.pivot_table(index=["session_id", "split", "seed"], columns="role", values="bpb", aggfunc="mean")
     if not {"baseline", "final"} <= set(wide.columns):
         return pd.Series(index=pd.MultiIndex.from_tuples([], names=["session_id", "split", "seed"]), dtype=float)
     return (wide["baseline"] - wide["final"]).dropna()
+
+
+def _verification_counts(verifications: pd.DataFrame) -> pd.DataFrame:
+    """Per session: final runs that failed but were scored, and pairs excluded from every gain."""
+    per_run = verifications.drop_duplicates(["session_id", "role", "seed"])
+    status = per_run["pair_status"].astype(object).fillna("ok")
+    failed = per_run[(per_run["role"] == "final") & (per_run["status"] != "ok") & (status == "ok")]
+    excluded = per_run[(per_run["role"] == "baseline") & (status != "ok")]
+    return pd.DataFrame({"failed_runs": failed.groupby("session_id").size(),
+                         "excluded_pairs": excluded.groupby("session_id").size()}).astype(float)
 
 
 def _labels(column: pd.Series) -> np.ndarray:
@@ -195,8 +215,9 @@ def noise_floors(tables: Tables, noise_agent: str = NOISE_AGENT) -> dict[str, No
 def _noise_floors(tables: Tables, index: pd.DataFrame, noise_agent: str) -> dict[str, NoiseFloor]:
     profiles = index[["profile", "profile_hash"]]
     v = tables.verifications
-    v = v[(v["agent"] == noise_agent) & (v["split"] == "val") & (v["status"] == "ok")]
-    trusted = v[np.isfinite(v["bpb"].astype(float))].join(profiles, on="session_id")
+    v = _scored(v)
+    v = v[(v["agent"] == noise_agent) & (v["split"] == "val") & (v["role"] == "baseline")]
+    trusted = v.join(profiles, on="session_id")
     trusted = trusted.drop_duplicates(["profile_hash", "train_py_hash", "seed"])
     e = tables.experiments
     loop = e[(e["agent"] == noise_agent) & (e["status"] != "crash") & (e["run_status"] == "ok")
@@ -231,6 +252,7 @@ def analyze(tables: Tables, noise_agent: str = NOISE_AGENT, level: float = LEVEL
     sessions["null_gain"] = sigma * stats.null_spurious_gain(sessions["n_draws"].to_numpy(), 1.0)
     sessions["null_keeps"] = stats.null_expected_keeps(sessions["n_draws"].to_numpy())
     flagged = _flagged(tables.findings)
+    sessions = sessions.join(_verification_counts(tables.verifications))
     rows = [_summarize(key, group, tables_by_split, flagged, level)
             for key, group in sessions.groupby(["profile_hash", "profile", "agent"], sort=False)]
     ranks = {}
@@ -283,6 +305,8 @@ def _summarize(key: tuple[str, str, str], group: pd.DataFrame, tables_by_split: 
         verified_test=pooled_gain(test, level),
         noise_mining=_mean(both["claimed_gain"] - both["gain_val"]),
         val_overfit=_mean(val_test["gain_val"] - val_test["gain_test"]),
+        failed_runs=int(group["failed_runs"].fillna(0).sum()),
+        excluded_pairs=int(group["excluded_pairs"].fillna(0).sum()),
     )
 
 
@@ -395,7 +419,7 @@ def render_markdown(summaries: list[AgentSummary], noise: dict[str, NoiseFloor])
         parts += [f"## Profile {name} ({profile_hash})", "", _noise_line(floor), ""]
         if rows:
             parts += [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(_row, rows), ""]
-            parts += _flagged_line(rows) + _resolution_line(resolution(rows))
+            parts += _flagged_line(rows) + _verification_line(rows) + _resolution_line(resolution(rows))
     parts += [LEGEND, ""]
     return "\n".join(parts)
 
@@ -406,6 +430,13 @@ def _flagged_line(rows: list[AgentSummary]) -> list[str]:
         return []
     more = f" and {len(flagged) - MAX_LISTED} more" if len(flagged) > MAX_LISTED else ""
     return [f"⚑ Flagged sessions: {', '.join(flagged[:MAX_LISTED])}{more}.", ""]
+
+
+def _verification_line(rows: list[AgentSummary]) -> list[str]:
+    counts = [f"{s.agent} {_count(s.failed_runs, 'failed final run')} (scored as the untrained model), "
+              f"{_count(s.excluded_pairs, 'excluded pair')} (drift or failed baseline)"
+              for s in rows if s.failed_runs or s.excluded_pairs]
+    return [f"Verification: {'; '.join(counts)}.", ""] if counts else []
 
 
 def _resolution_line(res: Resolution | None) -> list[str]:

@@ -122,6 +122,60 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mean: wall {statistics.mean(t.wall for t in timings):.1f}s, val_bpb {statistics.mean(bpbs):.4f}{spread} "
           f"(untrained {untrained.summary['val_bpb']:.4f})")
     report_container_overhead()
+    report_verification_cost(profile, data)
+    report_trusted_scoring_cost(profile, data)
+
+
+def report_verification_cost(profile: Profile, data, seeds: int = 3, sessions=(1, 10, 100)) -> None:
+    """Verification cost per session, in trainings and seconds, before pairing (the baseline's K held-out runs
+    shared by S sessions: (K + S*K) / S) and after (a baseline-final pair per seed, back to back: 2K, plus
+    re-runs of drifting pairs); seconds per training measured on one real pair of this profile."""
+    from harness.runtime import get_runtime
+    from harness.verify import Verifier
+
+    train_py = task_files(profile)["train.py"].encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        verifier = Verifier(Path(tmp), profile, data, get_runtime("process"), (0,), ("val", "test"))
+        start = time.monotonic()
+        pair = verifier.pair(train_py, train_py + b"\n# an edit\n", 0)
+        wall = time.monotonic() - start
+    trainings = sum(len(a.runs) for a in pair.attempts)
+    per = wall / trainings
+    print(f"verification: {per:.1f}s per trusted training ({trainings} for one pair: {len(pair.attempts)} attempt(s), "
+          f"pair {pair.status}); per session, K = {seeds} held-out seeds:")
+    for s in sessions:
+        before, after = seeds * (1 + s) / s, 2 * seeds
+        print(f"  S = {s:>3} sessions: before pairing {before:4.1f} trainings ({before * per:5.0f}s), "
+              f"after {after} ({after * per:5.0f}s, x{after / before:.1f})")
+
+
+def report_trusted_scoring_cost(profile: Profile, data, steps: int = 3) -> None:
+    """Trusted scoring in the launcher's own process (bench.trusted_eval: inputs and logits through shared
+    memory, causality re-runs included) against prepare.evaluate_bpb inside train.py's process, on the val
+    split of a step-limited train.py: seconds per evaluation, and bytes through shared memory per scored token."""
+    from bench.launch import RunOutcome
+
+    call = "    val_bpb = evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)\n"
+    timed = step_limited(task_files(profile)["train.py"], steps).replace(
+        call, "    _t0 = time.perf_counter()\n" + call + '    print(f"in-process eval: {time.perf_counter() - _t0:.3f}")\n')
+    env = {k: v for k, v in os.environ.items() if k != "ARBENCH_PROFILE"} | \
+        {"ARBENCH_DATA_DIR": str(data.data_dir), "ARBENCH_TEST_DIR": str(data.test_dir)}
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = write_workspace(Path(tmp) / "ws", profile, timed)
+        for name, options in (("plain", []), ("trusted", ["--trusted", "val"])):
+            subprocess.run([sys.executable, "-m", "bench.launch", "--seed", "0", "--result", f"{name}.json",
+                            "--log", f"{name}.log", *options, "train.py"], cwd=workspace, env=env, check=True,
+                           capture_output=True)
+        in_process = float(re.search(r"in-process eval: ([\d.]+)", (workspace / "plain.log").read_text()).group(1))
+        checks = RunOutcome.from_json((workspace / "trusted.json").read_text()).checks
+    seq_len, vocab, batch = profile.task["max_seq_len"], profile.task["vocab_size"], profile.train["DEVICE_BATCH_SIZE"]
+    rows = profile.task["eval_tokens"] // seq_len
+    forwards = -(-rows // batch) + checks["causal_cuts"] // batch
+    moved = forwards * batch * seq_len * (8 + 4 * vocab) / (rows * seq_len)   # int64 inputs in, float32 logits out
+    print(f"trusted scoring (val, {rows} rows of {seq_len}): out of process {checks['eval_seconds']:.2f}s "
+          f"({forwards} forward passes, {checks['causal_cuts']} causal cuts) vs in process {in_process:.2f}s "
+          f"({-(-rows // batch)} passes, no causality check), x{checks['eval_seconds'] / in_process:.1f}; "
+          f"{moved:,.0f} bytes through shared memory per scored token")
 
 
 if __name__ == "__main__":

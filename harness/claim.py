@@ -20,7 +20,7 @@ from harness.config import ConfigError
 from harness.data import require_prepared
 from harness.runtime import get_runtime
 from harness.stats import null_spurious_gain, paired_t, sign_flip_pvalue
-from harness.verify import Verifier
+from harness.verify import Verification, Verifier, scored_gains
 from harness.workspace import file_at, git, is_ancestor
 
 
@@ -59,7 +59,7 @@ def _resolve(repo: Path, short: str, branch: str | None) -> str:
 
 
 def verify_claim(path: Path, branch: str | None, profile_name: str | None, seeds: tuple[int, ...],
-                 runtime_name: str, out: Path | None, console: Console) -> str:
+                 runtime_name: str, out: Path | None, console: Console) -> ClaimReport:
     if not (path / ".git").exists():
         raise ConfigError(f"{path} is not a git repository")
     if branch and not git(path, "rev-parse", "--verify", "--quiet", branch, check=False):
@@ -72,30 +72,38 @@ def verify_claim(path: Path, branch: str | None, profile_name: str | None, seeds
                         get_runtime(runtime_name), seeds, ("val", "test"))
     console.print(f"verifying {path}: baseline {claim.baseline_commit[:7]} vs best {claim.best_commit[:7]} "
                   f"on seeds {list(seeds)} ({profile.name})")
-    baseline = verifier.runs("baseline", claim.baseline_commit, file_at(path, claim.baseline_commit, "train.py"))
-    best = verifier.runs("final", claim.best_commit, file_at(path, claim.best_commit, "train.py"))
-    return render_report(claim, baseline, best)
+    result = verifier.verify(*[(c, file_at(path, c, "train.py")) for c in (claim.baseline_commit, claim.best_commit)])
+    return ClaimReport(render_report(claim, result), failed=result.failed)
 
 
-def render_report(claim: Claim, baseline, best) -> str:
+@dataclass(frozen=True)
+class ClaimReport:
+    text: str
+    failed: bool   # a final run failed or an error finding was raised: `arbench verify` exits 1
+
+
+def render_report(claim: Claim, result: Verification) -> str:
     lines = [f"claimed gain: {claim.gain:+.6f} bpb ({claim.baseline_bpb:.6f} -> {claim.best_bpb:.6f}, "
              f"{claim.n_runs} runs with a val_bpb)"]
     for split in ("val", "test"):
-        b = {r.seed: r.bpb for r in baseline if r.split == split and r.bpb is not None}
-        f = {r.seed: r.bpb for r in best if r.split == split and r.bpb is not None}
-        seeds = sorted(set(b) & set(f))
+        gains = scored_gains(result.runs, split)
+        seeds = sorted(gains)
         if not seeds:
-            failed = [r for r in baseline + best if r.split == split and r.bpb is None]
-            lines.append(f"{split}: no verified pair ({failed[0].status}: {failed[0].message})" if failed
-                         else f"{split}: no verified pair")
+            lines.append(f"{split}: no verified pair")
             continue
-        diffs = np.array([b[s] - f[s] for s in seeds])
+        diffs = np.array([gains[s] for s in seeds])
         t = paired_t(diffs)
-        sigma = float(np.std([b[s] for s in seeds], ddof=1)) if len(seeds) > 1 else float("nan")
+        base = [r.bpb for r in result.runs if r.split == split and r.role == "baseline" and r.seed in gains]
+        sigma = float(np.std(base, ddof=1)) if len(base) > 1 else float("nan")
         lines.append(f"{split}: verified gain {t.mean:+.6f} bpb, 95% CI [{t.low:+.6f}, {t.high:+.6f}], "
                      f"sign-flip p = {sign_flip_pvalue(diffs):.3f}, n = {len(seeds)} seeds")
         if split == "val":
             lines.append(f"     claimed - verified (noise-mining + seed effect): {claim.gain - t.mean:+.6f} bpb; "
                          f"a keep/revert loop on pure noise expects {float(null_spurious_gain(max(claim.n_runs - 1, 0), sigma)):+.6f} "
                          f"(seed sigma {sigma:.6f})")
+    lines += [f"failed final run, seed {r.seed}: {r.status} ({r.message}), scored as the untrained model"
+              for r in result.runs if r.role == "final" and r.status != "ok" and r.split == "val"]
+    lines += [f"excluded pair, seed {p.seed}: {p.status} after {len(p.attempts)} attempts "
+              f"({'; '.join(p.attempts[-1].drift)})" for p in result.pairs if p.status != "ok"]
+    lines += [f"finding [{f.severity}] {f.kind}: {f.message}" for f in result.findings]
     return "\n".join(lines)

@@ -68,7 +68,8 @@ def verify(path: Annotated[Path, typer.Argument(help="an autoresearch-style git 
            seeds: Annotated[str, typer.Option(help="held-out seeds, comma-separated")] = "1000,1001,1002",
            runtime: RuntimeOpt = None,
            out: Annotated[Optional[Path], typer.Option(help="where to keep the runs (default runs/verify-<repo>)")] = None):
-    """Re-verify a claimed val_bpb gain: baseline vs best kept train.py on fresh seeds, val and test splits."""
+    """Re-verify a claimed val_bpb gain: baseline vs best kept train.py on fresh seeds, val and test splits.
+    Exits 1 when a final run failed or a finding is an error."""
     from harness.claim import verify_claim
     try:
         seed_list = tuple(int(s) for s in seeds.split(","))
@@ -79,7 +80,9 @@ def verify(path: Annotated[Path, typer.Argument(help="an autoresearch-style git 
                               runtime_name=runtime or "auto", out=out, console=console)
     except _user_errors() as e:
         _fail(str(e))
-    print(report)
+    print(report.text)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

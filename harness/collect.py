@@ -3,9 +3,11 @@
 Three sources, none trusted on its own:
   results.tsv   what the agent claims (program.md format: commit, val_bpb, memory_gb, status, description)
   git           every commit the agent made, discarded ones included (reflog and unreachable objects)
-  run ledger    one JSON record per `python train.py`, written by bench's sitecustomize into $ARBENCH_LEDGER
-A row is matched to the commit its short hash names, and to a ledger run started at that commit (HEAD as
-sitecustomize saw it); records from before HEAD was recorded fall back to a run of that commit's train.py.
+  run ledger    one JSON record per `python train.py`, written on the host by harness/ledger.py
+A row is matched to the commit its short hash names, and to a ledger run started at that commit (HEAD as the
+host read it when the run connected) that is not forged (its peer a real `python train.py` of the workspace) and
+not merely observed; a record without HEAD (git failed) falls back to a run of that commit's train.py started
+between its commit and the next row's. A row's val_bpb is held to what evaluate_bpb returned when the ledger has it.
 This module only gathers and matches; harness/integrity.py judges. The parser is tolerant: a malformed
 row is returned as a RowProblem, never raised.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.ledger import SCHEMA_VERSION as LEDGER_SCHEMA_VERSION
 from harness.workspace import file_at, git, sha256_bytes
 
 RESULTS_FILE = "results.tsv"
@@ -109,26 +112,37 @@ def read_results(workspace: Path) -> tuple[list[ResultRow], list[RowProblem]]:
 
 @dataclass(frozen=True)
 class LedgerRecord:
-    """One `python train.py` as bench's sitecustomize saw it from inside the process."""
+    """One connection to the host's run ledger (harness/ledger.py): measured on the host, except `summary`,
+    `status` and `returned_val_bpb`, which are the run's own word."""
     path: str
-    train_py_sha256: str
+    pid: int
+    forged: bool                      # the peer was not a python running the workspace's train.py
+    forged_reason: str | None
+    observed_only: bool               # seen running train.py in /proc, never connected: nothing is known of it
+    train_py_sha256: str | None       # host-computed at connect, like the two below
+    head_commit: str | None
+    dirty: bool | None                # train.py differed from HEAD's
+    protected_sha256: dict[str, str | None]  # prepare.py, profile.toml as the run found them
+    started_at: float                 # host clock: connect
+    ended_at: float | None            # host clock: the process was gone; None when it outlived the session
     seed: int | None
-    started_at: float
-    ended_at: float | None
     status: RunStatus
-    summary: dict[str, Any]
-    head_commit: str | None = None                      # git HEAD when it started; None in older records
-    dirty: bool | None = None                           # train.py differed from HEAD's
-    protected_sha256: dict[str, str | None] | None = None  # path -> sha256 of prepare.py, profile.toml as run
+    summary: dict[str, Any]           # what the run printed
+    returned_val_bpb: float | None    # the last value evaluate_bpb(split="val") returned
 
     @property
-    def val_bpb(self) -> float | None:
+    def printed_val_bpb(self) -> float | None:
         value = self.summary.get("val_bpb")
         return float(value) if isinstance(value, (int, float)) else None
 
+    @property
+    def val_bpb(self) -> float | None:
+        """What a results.tsv row is held to: evaluate_bpb's return value when the ledger has it, else the print."""
+        return self.returned_val_bpb if self.returned_val_bpb is not None else self.printed_val_bpb
+
 
 def read_ledger(ledger_dir: Path) -> list[LedgerRecord]:
-    """Every readable record in ledger_dir, oldest first; unreadable files are skipped."""
+    """Every readable record of the current schema in ledger_dir, oldest first; other files are skipped."""
     records = [_ledger_record(p) for p in sorted(ledger_dir.glob("*.json"))]
     return sorted((r for r in records if r is not None), key=lambda r: r.started_at)
 
@@ -136,28 +150,31 @@ def read_ledger(ledger_dir: Path) -> list[LedgerRecord]:
 def _ledger_record(path: Path) -> LedgerRecord | None:
     try:
         raw = json.loads(path.read_text())
+        if raw["schema_version"] != LEDGER_SCHEMA_VERSION:
+            return None
+        client, hashes = dict(raw["client"]), dict(raw["sha256"])
+        returned = [e["bpb"] for e in client["evaluations"] if e["split"] == "val"]
         return LedgerRecord(
-            path=str(path),
-            train_py_sha256=str(raw["train_py_sha256"]),
-            seed=raw.get("seed"),
-            started_at=float(raw["started_at"]),
-            ended_at=raw.get("ended_at"),
-            status=_run_status(raw),
-            summary=dict(raw.get("summary") or {}),
-            head_commit=raw.get("head_commit"),
-            dirty=raw.get("dirty"),
-            protected_sha256=None if raw.get("protected_sha256") is None else dict(raw["protected_sha256"]),
+            path=str(path), pid=int(raw["pid"]), forged=bool(raw["forged"]), forged_reason=raw["forged_reason"],
+            observed_only=bool(raw["observed_only"]), train_py_sha256=hashes.get("train.py"),
+            head_commit=raw["head_commit"], dirty=raw["dirty"],
+            protected_sha256={name: hashes.get(name) for name in ("prepare.py", "profile.toml")},
+            started_at=float(raw["started_at"]), ended_at=raw["ended_at"], seed=client.get("seed"),
+            status=_run_status(raw["ended_at"], client.get("status")), summary=dict(client.get("summary") or {}),
+            returned_val_bpb=float(returned[-1]) if returned else None,
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _run_status(raw: dict[str, Any]) -> RunStatus:
-    """The status sitecustomize recorded at exit; a record still "running" is a run killed from outside."""
-    status = raw.get("status")
-    if status in ("ok", "crash", "nan", "timeout"):
-        return status
-    return "timeout" if raw.get("ended_at") is None else "crash"
+def _run_status(ended_at: float | None, said: Any) -> RunStatus:
+    """The status the run reported at exit; a run that ended without one, or outlived the session, was killed."""
+    return said if said in ("ok", "crash", "nan", "timeout") and ended_at is not None else "timeout"
+
+
+def backing_runs(records: list[LedgerRecord]) -> list[LedgerRecord]:
+    """The records that may back a results.tsv row: a real `python train.py` that reported to the ledger."""
+    return [r for r in records if not r.forged and not r.observed_only]
 
 
 # ---------------------------------------------------------------------------
@@ -213,7 +230,7 @@ class ExperimentRecord:
     total_seconds: float | None
     commit_found: bool
     train_py_sha256: str | None  # of train.py at the commit
-    run_val_bpb: float | None    # what the matched run really printed
+    run_val_bpb: float | None    # the matched run's evaluate_bpb return value (else what it printed)
     seed: int | None
     run_dirty: bool | None       # the matched run trained a train.py that differed from the commit
 
@@ -222,7 +239,7 @@ def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
     rows, _ = read_results(workspace)
     commits = all_commits(workspace)
     resolved = [_resolve(row.commit, commits) for row in rows]
-    unused = read_ledger(ledger_dir) if ledger_dir is not None and ledger_dir.is_dir() else []
+    unused = backing_runs(read_ledger(ledger_dir)) if ledger_dir is not None and ledger_dir.is_dir() else []
     records = []
     for idx, (row, commit) in enumerate(zip(rows, resolved)):
         train_hash = train_py_hash(workspace, commit.sha) if commit else None

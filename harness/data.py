@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.profile import Profile
+from bench.sources.base import seal_test_dir
 
 
 DATA_TARGET, TEST_TARGET = "/data", "/heldout"   # where sandboxes see the data and the hidden test split
@@ -35,7 +36,10 @@ def data_paths(profile: Profile, source: str | None = None) -> DataPaths:
 
 
 def require_prepared(profile: Profile, source: str | None = None) -> DataPaths:
+    """The profile's data paths, once everything is prepared; the test split's directory is sealed (0700) on the way,
+    so data prepared before it was sealed is fixed too."""
     paths = data_paths(profile, source)
+    seal_test_dir(paths.test_dir)
     needed = [paths.data_dir / "train", paths.data_dir / "val", paths.test_dir, paths.tokenizer_dir / "tokenizer.pkl"]
     missing = [p for p in needed if not p.exists() or (p.is_dir() and not any(p.glob("*.parquet")))]
     if missing:

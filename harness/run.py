@@ -67,27 +67,29 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
 
 
 def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console: Console, slots) -> None:
-    """Verify every session that got past its agent: unique (train.py, seed) pairs first, in parallel."""
+    """Verify every session that got past its agent: the distinct (baseline, final, seed) pairs first, in
+    parallel, each pair back to back on one slot; then each session's record from the cached pairs."""
     verifier = Verifier(run_dir / "cache", config.profile, data, runtime, config.verify_seeds, config.verify_splits)
     folders = [f for f in session_dirs(run_dir) if read_json(f / "session.json")["final_commit"]]
-    unique: dict[tuple[bytes, int], None] = {}
+    unique: dict[tuple[bytes, bytes, int], None] = {}
     for folder in folders:
         session = read_json(folder / "session.json")
-        for commit in (session["baseline_commit"], session["final_commit"]):
-            train_py = file_at(folder / "workspace", commit, "train.py")
-            for seed in config.verify_seeds:
-                unique[(train_py, seed)] = None
-    console.print(f"verifying {len(folders)} sessions: {len(unique)} distinct (train.py, seed) trainings "
+        baseline, final = (file_at(folder / "workspace", session[key], "train.py")
+                           for key in ("baseline_commit", "final_commit"))
+        for seed in config.verify_seeds:
+            unique[(baseline, final, seed)] = None
+    console.print(f"verifying {len(folders)} sessions: {len(unique)} distinct (baseline, final, seed) pairs "
                   f"on held-out seeds {list(config.verify_seeds)}")
     done = [0]
 
-    def report(key, outcome) -> None:
+    def report(key, pair) -> None:
         done[0] += 1
-        trusted = outcome.get("trusted") or {}
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in trusted.items() if v is not None)
-        console.print(f"  [{done[0]}/{len(unique)}] seed {key[1]}: {outcome['status']} {scores}")
+        run = pair.run("final")
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in (run.trusted or {}).items() if v is not None)
+        console.print(f"  [{done[0]}/{len(unique)}] seed {key[2]}: pair {pair.status} after "
+                      f"{len(pair.attempts)} attempt(s), final {run.status} {scores}")
 
-    run_pool(list(unique), lambda key, gpu: verifier.score(*key, gpu=gpu), slots, report)
+    run_pool(list(unique), lambda key, gpu: verifier.pair(*key, gpu=gpu), slots, report)
     for folder in folders:
         verify_session(folder, verifier)
 

@@ -20,6 +20,7 @@ from harness.collect import collect
 from harness.config import Budget
 from harness.data import DATA_TARGET, DataPaths
 from harness.integrity import check_integrity
+from harness.ledger import SOCKET_ENV, LedgerService
 from harness.provenance import project_revision
 from harness.runtime.base import Mount, Runtime, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
@@ -27,7 +28,7 @@ from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
-LEDGER_TARGET = "/ledger"
+LEDGER_TARGET = "/ledger"               # the run ledger's socket folder, read-only; its records are never mounted
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,6 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
 
 def _run_stages(spec, folder, runtime, data, record, gpu) -> SessionRecord:
     workspace, ledger = folder / "workspace", folder / "ledger"
-    ledger.mkdir(exist_ok=True)
     baseline = make_workspace(workspace, spec.profile, tag=f"{spec.run_id}-{spec.session_id}")
     adapter = get_agent(spec.agent)
     write_json(folder / "manifest.json", {
@@ -116,8 +116,9 @@ def _run_stages(spec, folder, runtime, data, record, gpu) -> SessionRecord:
     record = replace(record, stage="agent", baseline_commit=baseline.commit)
     write_json(folder / "session.json", record)
 
-    with runtime.open(agent_sandbox(spec, folder, data, gpu)) as sandbox:
-        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), "ARBENCH_LEDGER": sandbox.path(ledger),
+    with LedgerService(workspace, ledger) as service, \
+            runtime.open(agent_sandbox(spec, folder, data, gpu, service.socket_dir)) as sandbox:
+        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), SOCKET_ENV: sandbox.path(service.socket_path),
                "ARBENCH_SEED": str(spec.seed)}
         result = sandbox.exec(adapter.command(spec.budget.experiments, spec.seed), folder / "agent.log",
                               timeout_s=spec.budget.seconds, env=env)
@@ -142,9 +143,11 @@ def _collect(folder: Path) -> int:
     return len(experiments)
 
 
-def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | None) -> SandboxSpec:
-    """What the agent may touch: its workspace, the ledger, train+val data read-only, its one GPU; no test split."""
-    mounts = (Mount(data.data_dir, DATA_TARGET), Mount(folder / "ledger", LEDGER_TARGET, read_only=False))
+def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | None,
+                  ledger_socket_dir: Path) -> SandboxSpec:
+    """What the agent may touch: its workspace, train+val data and the run ledger's socket read-only, its one GPU;
+    no test split, no ledger records."""
+    mounts = (Mount(data.data_dir, DATA_TARGET), Mount(ledger_socket_dir, LEDGER_TARGET))
     return SandboxSpec(name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=folder / "workspace",
                        mounts=mounts, gpu_ids=() if gpu is None else (gpu,))
 

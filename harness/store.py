@@ -6,13 +6,16 @@
         session.json                    SessionRecord, rewritten atomically after each stage
         manifest.json                   provenance: profile hash, runtime/image, agent, host, git revision
         workspace/                      the agent's git repo (branch autoresearch/<tag>)
-        ledger/                         one JSON per training run the agent started (bench/sitecustomize)
+        ledger/                         one JSON per training run, written by the host's run ledger (harness/ledger.py)
         agent.log                       everything the agent printed
         experiments.json                collect: one record per results.tsv row
         findings.json                   integrity findings
-        verification.json               verify: bpb of baseline and final train.py per held-out seed and split
+        verification.json               verify: runs (bpb per role, held-out seed and split), pairs with their
+                                        attempts and measurements, findings from the runs (harness/verify.py)
       sessions/<id>.interrupted-<n>/    a session killed mid-way, set aside (never deleted) when redone
-      cache/<profile_hash>/<train_py_hash>/seed-<seed>/   trusted training results, shared by all sessions
+      cache/<profile_hash>/pairs/<baseline_hash>-<final_hash>/seed-<seed>/
+        pair.json                       trusted results of one pair, shared by sessions with the same two train.py
+        attempt-<n>/baseline|final/     each run's train.py, launcher result, logs
       tables/*.parquet                  sessions, experiments, verifications, findings: built from the folders
       leaderboard.md
 
@@ -77,8 +80,9 @@ def build_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
         rows["sessions"].append(session)
         tag = {"session_id": session["session_id"], "agent": session["agent"]}
         rows["experiments"] += [tag | e for e in read_json(folder / "experiments.json", [])]
-        rows["findings"] += [tag | f for f in read_json(folder / "findings.json", [])]
-        rows["verifications"] += [tag | v for v in read_json(folder / "verification.json", {}).get("runs", [])]
+        verification = read_json(folder / "verification.json", {})
+        rows["findings"] += [tag | f for f in read_json(folder / "findings.json", []) + verification.get("findings", [])]
+        rows["verifications"] += [tag | v for v in verification.get("runs", [])]
     tables = {}
     out = run_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)

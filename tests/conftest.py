@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from bench.profile import load_profile
 from harness.data import DataMissing, DataPaths, require_prepared
+from harness.ledger import SOCKET_ENV, LedgerService
 from harness.runtime import get_runtime
 from harness.runtime.base import ExecResult, RuntimeError_, SandboxSpec
 from harness.runtime.docker import DockerRuntime, docker_available
@@ -34,19 +37,21 @@ def corpus_data() -> DataPaths:
 
 @dataclass(frozen=True)
 class SessionFolder:
-    """A fresh workspace and run ledger, and the environment harness/session.py gives an agent."""
+    """A fresh workspace, its run ledger's service and records, and the environment harness/session.py gives an agent."""
     workspace: Path
     ledger: Path
     baseline: Baseline
     env: dict[str, str]
+    service: LedgerService
 
 
-def new_session_folder(root: Path, data: DataPaths, tag: str, seed: int = 0) -> SessionFolder:
+@contextmanager
+def new_session_folder(root: Path, data: DataPaths, tag: str, seed: int = 0) -> Iterator[SessionFolder]:
     workspace, ledger = root / "workspace", root / "ledger"
-    ledger.mkdir(parents=True)
     baseline = make_workspace(workspace, fast_profile(), tag=tag)
-    env = {"ARBENCH_DATA_DIR": str(data.data_dir), "ARBENCH_LEDGER": str(ledger), "ARBENCH_SEED": str(seed)}
-    return SessionFolder(workspace, ledger, baseline, env)
+    with LedgerService(workspace, ledger) as service:
+        env = {"ARBENCH_DATA_DIR": str(data.data_dir), SOCKET_ENV: str(service.socket_path), "ARBENCH_SEED": str(seed)}
+        yield SessionFolder(workspace, ledger, baseline, env, service)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ class ControlSession:
 
 @pytest.fixture
 def session_folder(tmp_path, corpus_data):
-    return lambda tag: new_session_folder(tmp_path, corpus_data, tag)
+    """session_folder(tag): its ledger service runs until the test ends."""
+    with ExitStack() as stack:
+        yield lambda tag: stack.enter_context(new_session_folder(tmp_path, corpus_data, tag))
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +79,10 @@ def control_session(tmp_path_factory, corpus_data):
     def get(name: str, max_experiments: int) -> ControlSession:
         if (name, max_experiments) not in sessions:
             root = tmp_path_factory.mktemp(f"{name}-{max_experiments}")
-            folder = new_session_folder(root, corpus_data, tag=f"test-{name}")
             argv = ["python", "-m", "agents.controls", name, "--max-experiments", str(max_experiments)]
-            spec = SandboxSpec(name=name, workspace=folder.workspace, env=folder.env)
-            with get_runtime("process", cpus=2).open(spec) as sandbox:
+            with new_session_folder(root, corpus_data, tag=f"test-{name}") as folder, \
+                    get_runtime("process", cpus=2).open(SandboxSpec(name=name, workspace=folder.workspace,
+                                                                    env=folder.env)) as sandbox:
                 result = sandbox.exec(argv, root / "agent.log", timeout_s=600)
             sessions[name, max_experiments] = ControlSession(folder.workspace, folder.ledger, folder.baseline, result,
                                                              root / "agent.log")

@@ -15,6 +15,12 @@ CONTROLS: dict[str, str] = {
     "cheater-prepare": "agents.controls.cheaters:CheaterPrepare",
     "cheater-seed": "agents.controls.cheaters:CheaterSeed",
     "cheater-fake": "agents.controls.cheaters:CheaterFake",
+    "cheater-generator": "agents.controls.cheaters:CheaterGenerator",
+    "cheater-print": "agents.controls.cheaters:CheaterPrint",
+    "cheater-noncausal": "agents.controls.cheaters:CheaterNoncausal",
+    "cheater-clock": "agents.controls.cheaters:CheaterClock",
+    "cheater-valtrain": "agents.controls.cheaters:CheaterValtrain",
+    "cheater-ledger": "agents.controls.cheaters:CheaterLedger",
 }
 
 

@@ -2,20 +2,19 @@
 
 - ARBENCH_SEED set: bench.launch.install_seed_hooks(seed), so an agent's plain `python train.py` runs
   under the session's seed, and seeds train.py sets itself are remapped.
-- ARBENCH_LEDGER set: one JSON record per run in that directory (written at start, rewritten at exit):
-  train.py's sha256, seed, start and end time, exit code, status and the summary parsed from stdout,
-  which is teed for that purpose. A run killed from outside keeps ended_at null. The exit code is as
-  seen from inside: sys.exit()/exit() codes, 1 for an uncaught exception, else 0.
-  Also, as the workspace was when the run started: its git HEAD (head_commit, null outside a repository),
-  whether train.py differs from HEAD's (dirty), and the sha256 of the files that set the metric
-  (protected_sha256; prepare.py is the file `import prepare` would load, null when none), so that an
-  edit that is put back after the run still shows.
+- ARBENCH_LEDGER_SOCKET set: the run reports to the host's run ledger (harness/ledger.py) before any train.py code
+  runs: it connects and waits for the service's answer (the service measures the run itself: pid, files, HEAD,
+  times). When the module `prepare` is first imported its evaluate_bpb is wrapped, so each value it returns is
+  sent before train.py sees it. At exit: the exit code as seen from inside (sys.exit()/exit() codes, 1 for an
+  uncaught exception, else 0), status and the summary parsed from stdout, which is teed for that purpose.
+  The service keeps all of this as the client's word. A ledger that cannot be reached is said on stderr; the
+  run goes on, unrecorded.
 """
 
 import os
 import sys
 
-GIT_TIMEOUT_S = 5.0  # git answers in milliseconds; a hung one must not hold train.py up for long
+CONNECT_TIMEOUT_S = 30.0  # the service answers after hashing the workspace and asking git: milliseconds
 
 
 def _main_is_train_py() -> bool:
@@ -53,65 +52,95 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-def _git(directory: str, *args: str) -> bytes | None:
-    """git's stdout in directory; None when it fails (no repository, no commit, no such file, no git)."""
-    import subprocess
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # the script's repository, not a caller's
+def _connect(path: str):
+    """A socket to the ledger once the service has recorded the run; None (said on stderr) when it cannot be."""
+    import socket
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(CONNECT_TIMEOUT_S)
     try:
-        result = subprocess.run(["git", "-C", directory, *args], capture_output=True, env=env, timeout=GIT_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
+        conn.connect(path)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise ConnectionError("the ledger closed the connection")
+            answer += chunk
+    except OSError as e:
+        print(f"[arbench] run ledger at {path} unreachable ({e}): this run is not recorded", file=sys.stderr)
+        conn.close()
         return None
-    return result.stdout if result.returncode == 0 else None
+    return conn
 
 
-def _sha256(data: bytes) -> str:
-    import hashlib
-    return hashlib.sha256(data).hexdigest()
+def _sender(conn):
+    import json
+
+    def send(message: dict) -> None:
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+        except (OSError, TypeError, ValueError):
+            pass
+    return send
 
 
-def _sha256_file(path: str | None) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return _sha256(f.read())
-    except (OSError, TypeError):
-        return None
+class _PrepareFinder:
+    """Finds the module `prepare` as the path finders would, and has its loader wrap evaluate_bpb."""
+
+    def __init__(self, send):
+        self.send = send
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "prepare":
+            return None
+        from importlib.machinery import PathFinder
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _WrappingLoader(spec.loader, self.send)
+        return spec
 
 
-def _workspace_state(script: str, train_sha: str) -> dict:
-    from importlib.machinery import PathFinder
+class _WrappingLoader:
+    def __init__(self, loader, send):
+        self._loader, self._send = loader, send
 
-    directory = os.path.dirname(os.path.abspath(script))
-    head = (_git(directory, "rev-parse", "--verify", "-q", "HEAD") or b"").decode().strip() or None
-    committed = _git(directory, "show", f"{head}:./{os.path.basename(script)}") if head else None
-    spec = PathFinder.find_spec("prepare", [directory, *sys.path])  # also a prepare/ package or a .pyc beside it
-    prepare = spec.origin if spec is not None and spec.has_location else None
-    return {"head_commit": head,
-            "dirty": None if head is None else committed is None or _sha256(committed) != train_sha,
-            "protected_sha256": {"prepare.py": _sha256_file(prepare),
-                                 "profile.toml": _sha256_file(os.path.join(directory, "profile.toml"))}}
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        if callable(getattr(module, "evaluate_bpb", None)):
+            module.evaluate_bpb = _reporting(module.evaluate_bpb, self._send)
+
+    def __getattr__(self, name):   # get_source and the like, for tracebacks
+        return getattr(self._loader, name)
 
 
-def _start_ledger(directory: str, seed) -> None:
+def _reporting(evaluate, send):
+    def evaluate_bpb(*args, **kwargs):
+        bpb = evaluate(*args, **kwargs)
+        split = kwargs.get("split", args[3] if len(args) > 3 else "val")
+        try:
+            send({"event": "evaluate", "split": str(split), "bpb": float(bpb)})
+        except (TypeError, ValueError):
+            send({"event": "evaluate", "split": str(split), "bpb": None})
+        return bpb
+    evaluate_bpb.__name__, evaluate_bpb.__doc__ = evaluate.__name__, evaluate.__doc__
+    return evaluate_bpb
+
+
+def _start_ledger(socket_path: str, seed) -> None:
     import atexit
     import builtins
-    import json
-    import time
 
+    conn = _connect(socket_path)
+    if conn is None:
+        return
+    conn.settimeout(None)
+    send = _sender(conn)
+    sys.meta_path.insert(0, _PrepareFinder(send))
     launch = _import_launch()
-    sha = _sha256_file(sys.argv[0])
-    started = time.time()
-    path = os.path.join(directory, f"run-{int(started * 1000)}-{os.getpid()}.json")
-    record = {"schema_version": launch.SCHEMA_VERSION, "train_py_sha256": sha, "train_py": os.path.abspath(sys.argv[0]),
-              "seed": seed, "started_at": started, "ended_at": None, "exit_code": None, "status": "running",
-              "message": "", "summary": {}, **_workspace_state(sys.argv[0], sha)}
     tee = sys.stdout = _Tee(sys.stdout)
-    exit_code = [0]
-
-    def write():
-        os.makedirs(directory, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f)
-        os.replace(path + ".tmp", path)
+    exit_code, error = [0], [""]
 
     def recording_exit(original):
         def exit_(code=None):
@@ -121,30 +150,28 @@ def _start_ledger(directory: str, seed) -> None:
 
     def excepthook(kind, value, traceback, original=sys.excepthook):
         exit_code[0] = 1
-        record["message"] = f"{kind.__name__}: {value}"[:500]
+        error[0] = f"{kind.__name__}: {value}"[:500]
         original(kind, value, traceback)
 
     def finish():
         output = tee.text()
         status, message = launch.classify(exit_code[0], False, output)
-        record.update(ended_at=time.time(), exit_code=exit_code[0], status=status,
-                      message=record["message"] or message, summary=launch.parse_summary(output))
-        write()
+        send({"event": "exit", "seed": seed, "exit_code": exit_code[0], "status": status,
+              "message": error[0] or message, "summary": launch.parse_summary(output)})
 
     sys.exit = recording_exit(sys.exit)
     builtins.exit = recording_exit(builtins.exit)
     builtins.quit = recording_exit(builtins.quit)
     sys.excepthook = excepthook
     atexit.register(finish)
-    write()
 
 
 def _activate() -> None:
     seed = int(os.environ["ARBENCH_SEED"]) if os.environ.get("ARBENCH_SEED") else None
     if seed is not None:
         _import_launch().install_seed_hooks(seed)
-    if os.environ.get("ARBENCH_LEDGER"):
-        _start_ledger(os.environ["ARBENCH_LEDGER"], seed)
+    if os.environ.get("ARBENCH_LEDGER_SOCKET"):
+        _start_ledger(os.environ["ARBENCH_LEDGER_SOCKET"], seed)
 
 
 if _main_is_train_py():

@@ -7,7 +7,7 @@ Layout (prepare.py reads the same paths):
         train/shard_00000.parquet ...
         val/shard_NNNNN.parquet         the pinned validation shard
         tokenizer-<vocab>/              written by prepare.train_tokenizer
-    $ARBENCH_TEST_DIR/                  never given to agents
+    $ARBENCH_TEST_DIR/                  never given to agents; 0700 (seal_test_dir): only its owner reads it
         manifest.json
         shard_NNNNN.parquet             the held-out test shard
 """
@@ -167,8 +167,18 @@ def open_manifest(root: Path, source: Source) -> Manifest:
     return manifest
 
 
+def seal_test_dir(test_dir: Path) -> None:
+    """Make the held-out split's directory readable by its owner only (0700); idempotent. In docker verification the
+    launcher, root in its container (the same uid as a root harness), reads it as its owner; the agent user running
+    train.py cannot. A directory of another owner is left as it is (only its owner may change it)."""
+    if test_dir.is_dir() and test_dir.stat().st_uid == os.geteuid() and test_dir.stat().st_mode & 0o777 != 0o700:
+        test_dir.chmod(0o700)
+
+
 def prepare_data(source: Source, layout: Layout, train_shards: int, progress: Progress) -> DataReport:
     """Make every shard of the source present and verified; fetch the missing or corrupt ones."""
+    layout.test_dir.mkdir(parents=True, exist_ok=True)
+    seal_test_dir(layout.test_dir)
     manifests = {root: open_manifest(root, source) for root in (layout.data_dir, layout.test_dir)}
     report, todo = DataReport(fetched=[], verified=[]), []
     for shard in source.shards(train_shards):

@@ -2,7 +2,9 @@
 
 A Sandbox runs commands in one session's workspace with a given set of read-only data mounts,
 an environment, and resource limits. What a sandbox can reach is decided by its spec alone: the
-hidden test split and provider keys are never in an agent's spec.
+hidden test split and provider keys are never in an agent's spec. A verification spec names the test
+split and sets start_as_root, so that the launcher can keep it from the train.py it runs (docker only:
+the process runtime runs everything as the harness's user and isolates nothing).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class SandboxSpec:
     cpus: float | None = None
     memory_gb: float | None = None
     network: bool = False                     # agents never get a network; the gateway comes as a socket
+    start_as_root: bool = False               # trusted commands only (bench.launch in verification): docker starts
+                                              # them as root, able only to drop to the agent user (see docker.py)
 
 
 @dataclass(frozen=True)

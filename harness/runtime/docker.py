@@ -4,7 +4,12 @@ serve its session only.
 What a container gets: the workspace read-write at /workspace, the spec's mounts at their targets,
 no network unless spec.network, exactly the GPUs in spec.gpu_ids, CPU and memory limits, no
 capabilities, a non-root user (the image's `agent` when the harness runs as root; the workspace and
-read-write mounts are handed to it for the exec and back afterwards). The budget is enforced from
+read-write mounts are handed to it for the exec and back afterwards). A trusted command
+(spec.start_as_root, the launcher in verification) starts as root instead, with only the capabilities
+it needs to run train.py as `agent` (DROP_CAPABILITIES; $ARBENCH_CHILD_USER names the user): root
+without CAP_DAC_OVERRIDE reads what it owns (the held-out split, 0700, and the workspace, which stay
+the harness's: the same uid, no user namespace), and the agent user cannot. When the harness is not
+root, every container runs as the harness's user and no drop is possible. The budget is enforced from
 outside (SIGTERM, then SIGKILL after a grace); the log streams to the host while the command runs and
 is kept however the container ends. Not covered here: building the images (images/build.py) and the
 gateway socket (added by the agents).
@@ -25,12 +30,14 @@ import requests
 from docker.types import DeviceRequest, LogConfig
 from docker.types import Mount as DockerMount
 
+from bench.launch import CHILD_USER_ENV
 from harness.runtime.base import ExecResult, Runtime, RuntimeError_, Sandbox, SandboxSpec
 from harness.runtime.images import (IMAGE_PROJECT_DIR, IMAGES, LABEL, PROJECT_PARTS, PROJECT_ROOT, host_flavors,
                                     project_hash)
 from harness.runtime.process import KILL_GRACE_S
 
 AGENT_USER, AGENT_UID, AGENT_HOME = "agent", 1000, "/home/agent"
+DROP_CAPABILITIES = ("SETUID", "SETGID", "KILL")   # start train.py as the agent, and signal it (a root without them)
 ENGINE_TIMEOUT_S = 30
 # what describe() reports from the image's labels (set by images/build.py)
 DESCRIBED_LABELS = {"lock_sha256": "lock-sha256", "source_sha256": "source", "base_image": "base",
@@ -67,6 +74,7 @@ class DockerSandbox(Sandbox):
         self.client, self.image_id = client, image_id
         self.cpus = spec.cpus or default_cpus
         self.as_agent = os.geteuid() == 0
+        self.as_root = self.as_agent and spec.start_as_root
         self._running = None
         missing = [m.source for m in spec.mounts if not m.source.exists()]
         if missing or not spec.workspace.is_dir():
@@ -88,7 +96,11 @@ class DockerSandbox(Sandbox):
     def container_config(self, argv: list[str], env: dict[str, str] | None = None) -> dict:
         """Keyword arguments of containers.create for one exec: everything the container may reach."""
         spec = self.spec
-        full_env = {"HOME": AGENT_HOME if self.as_agent else "/tmp", "PYTHONUNBUFFERED": "1"} | spec.env | (env or {})
+        user, home = (("0:0", "/root") if self.as_root else (AGENT_USER, AGENT_HOME) if self.as_agent
+                      else (f"{os.geteuid()}:{os.getegid()}", "/tmp"))
+        full_env = {"HOME": home, "PYTHONUNBUFFERED": "1"} | spec.env | (env or {})
+        if self.as_root:
+            full_env[CHILD_USER_ENV] = AGENT_USER
         if self.cpus:
             full_env.setdefault("OMP_NUM_THREADS", str(max(1, int(self.cpus))))
         mounts = [DockerMount(self.WORKSPACE, str(spec.workspace.absolute()), type="bind", read_only=False)]
@@ -99,7 +111,7 @@ class DockerSandbox(Sandbox):
             image=self.image_id, command=argv, environment=full_env, working_dir=self.WORKSPACE,
             name=f"arbench-{re.sub(r'[^a-zA-Z0-9_.-]', '-', spec.name)}-{secrets.token_hex(4)}",
             labels={f"{LABEL}.sandbox": spec.name},
-            user=AGENT_USER if self.as_agent else f"{os.geteuid()}:{os.getegid()}",
+            user=user, cap_add=list(DROP_CAPABILITIES) if self.as_root else None,
             mounts=mounts, network_mode="bridge" if spec.network else "none",
             device_requests=[DeviceRequest(device_ids=[str(i) for i in spec.gpu_ids], capabilities=[["gpu"]])]
             if spec.gpu_ids else None,
@@ -128,7 +140,7 @@ class DockerSandbox(Sandbox):
     @contextmanager
     def _handed_to_agent(self):
         """Root on the host: the agent user owns what it may write during the exec, the host owner after."""
-        if not self.as_agent:   # the container runs as the harness's own user: nothing to hand over
+        if not self.as_agent or self.as_root:   # the container runs as the workspace's owner: nothing to hand over
             yield
             return
         writable = [self.spec.workspace] + [m.source for m in self.spec.mounts if not m.read_only]

@@ -3,7 +3,9 @@ environment and the workspace as working directory.
 
 It does not isolate: the agent runs as the harness's user and could read any file that user can.
 It exists for hosts without a Docker engine and for fast tests; `--runtime auto` warns when it
-falls back to it. The hidden test split is simply never named in its environment.
+falls back to it. The hidden test split is simply never named in its environment. In verification
+(spec.start_as_root means nothing here) the launcher's child runs train.py as the harness's user too,
+so it could read the test split the launcher reads: only the docker runtime keeps it out of reach.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""bench/launch.py and bench/sitecustomize: seeds (determinism, remapping of seeds train.py sets), the run
-ledger, and a RunOutcome for every kind of bad run (crash, NaN, timeout), never a hang."""
+"""bench/launch.py and bench/sitecustomize: seeds (determinism, remapping of seeds train.py sets, the initial
+weights' fingerprint), the trusted mode's limits measured from outside (train limit, eval
+limit), and a RunOutcome for every kind of bad run (crash, NaN, timeout, over budget), never a hang."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +14,6 @@ import pytest
 from launching import SITECUSTOMIZE_DIR, launch, run_env, workspace
 
 from bench.launch import RunOutcome, classify, parse_summary
-from harness.workspace import git
 
 SUMMARY = """step 00010 (50.0%) | loss: 4.1\r
 ---
@@ -54,7 +53,9 @@ torch.cuda.manual_seed(137); torch.cuda.manual_seed_all(137)
 random.seed(137); r = random.random()
 np.random.seed(137); n = np.random.rand()
 g = np.random.default_rng(137).random()
-print(json.dumps({"unseeded": unseeded, "torch": t, "random": r, "numpy": n, "default_rng": g}))
+gen = torch.rand(1, generator=torch.Generator().manual_seed(137)).item()
+assert isinstance(torch.default_generator, torch.Generator) and isinstance(torch.Generator(), torch._C.Generator)
+print(json.dumps({"unseeded": unseeded, "torch": t, "random": r, "numpy": n, "default_rng": g, "generator": gen}))
 """
 
 
@@ -84,13 +85,11 @@ def seeded_runs(tmp_path_factory, corpus_data):
     (twice) and seed 2, plainly without hooks, and as `python train.py` under sitecustomize with seed 1."""
     root = tmp_path_factory.mktemp("seeded")
     ws = workspace(root / "ws", steps=6, edit=lambda text: text.replace("torch.manual_seed(42)", "torch.manual_seed(137)"))
-    ledger = root / "ledger"
     return {
-        "workspace": ws, "ledger": ledger,
         "seed 1": launch(ws, corpus_data, 1), "seed 1 again": launch(ws, corpus_data, 1),
         "seed 2": launch(ws, corpus_data, 2),
         "plain": parse_summary(_plain_run(ws, corpus_data)),
-        "sitecustomize": parse_summary(_plain_run(ws, corpus_data, ARBENCH_SEED="1", ARBENCH_LEDGER=str(ledger),
+        "sitecustomize": parse_summary(_plain_run(ws, corpus_data, ARBENCH_SEED="1",
                                                   PYTHONPATH=str(SITECUSTOMIZE_DIR))),
     }
 
@@ -115,18 +114,6 @@ def test_a_hard_coded_seed_does_not_choose_the_outcome(seeded_runs):
 @pytest.mark.slow
 def test_sitecustomize_seeds_plain_python_train_py_like_the_launcher(seeded_runs):
     assert seeded_runs["sitecustomize"]["val_bpb"] == seeded_runs["seed 1"].summary["val_bpb"]
-
-
-@pytest.mark.slow
-def test_sitecustomize_records_the_run_in_the_ledger(seeded_runs):
-    records = [json.loads(p.read_text()) for p in seeded_runs["ledger"].glob("*.json")]
-    assert len(records) == 1
-    record = records[0]
-    train_py = (seeded_runs["workspace"] / "train.py").read_bytes()
-    assert record["train_py_sha256"] == hashlib.sha256(train_py).hexdigest()
-    assert record["seed"] == 1 and record["status"] == "ok" and record["exit_code"] == 0
-    assert record["summary"] == seeded_runs["sitecustomize"]
-    assert record["started_at"] <= record["ended_at"]
 
 
 def _script(tmp_path: Path, text: str) -> Path:
@@ -178,11 +165,103 @@ def test_a_run_past_its_timeout_is_killed_with_its_children(tmp_path, corpus_dat
     assert not _alive(int((tmp_path / "grandchild.pid").read_text()))
 
 
-def test_trusted_run_that_never_calls_evaluate_is_a_crash(tmp_path, corpus_data):
+def test_trusted_run_that_never_calls_evaluate_is_a_crash_scored_as_untrained(tmp_path, corpus_data):
     fake = "print('---')\nprint('val_bpb:          0.100000')\n"
-    outcome = launch(_script(tmp_path, fake), corpus_data, 0, "--trusted", "val")
+    outcome = launch(workspace(tmp_path, edit=lambda _: fake), corpus_data, 0, "--trusted", "val,test")
     assert outcome.status == "crash" and "evaluate_bpb" in outcome.message
-    assert outcome.trusted is None
+    assert outcome.trusted is None and set(outcome.untrained) == {"val", "test"}
+    assert all(3.0 < v < 10.0 for v in outcome.untrained.values())   # log2(1024) bits over ~2-3 bytes per token
+    assert outcome.checks["pre_eval_seconds"] is None and outcome.checks["cpu_seconds"] > 0
+
+
+def test_trusted_run_that_crashes_has_untrained(tmp_path, corpus_data):
+    outcome = launch(workspace(tmp_path, edit=lambda _: "raise RuntimeError('boom')\n"), corpus_data, 0, "--trusted", "val")
+    assert (outcome.status, outcome.message) == ("crash", "RuntimeError: boom")
+    assert outcome.trusted is None and set(outcome.untrained) == {"val"}
+
+
+SLOW_CLOCK = """import time as _time
+for _name in ("time", "perf_counter", "monotonic"):
+    setattr(_time, _name, (lambda real: lambda: real() * 0.02)(getattr(_time, _name)))
+"""
+
+
+@pytest.mark.slow
+def test_a_train_py_that_slows_its_clock_is_killed_over_budget_at_the_train_limit(tmp_path, corpus_data):
+    ws = workspace(tmp_path, edit=lambda text: SLOW_CLOCK + text)   # 1 s budget seen as 50 s
+    outcome = launch(ws, corpus_data, 0, "--trusted", "val", "--train-limit", "8")
+    assert outcome.status == "over_budget" and "train limit of 8s" in outcome.message
+    assert 8 <= outcome.wall_seconds < 8 + 3
+    assert outcome.trusted is None and set(outcome.untrained) == {"val"}
+    assert outcome.checks["train_limit"] == 8 and outcome.checks["pre_eval_seconds"] is None
+
+
+SLOW_FORWARD = """    import time as _time
+    _forward = model.forward
+    model.forward = lambda *a, **k: (_time.sleep(60), _forward(*a, **k))[1]
+"""
+
+
+@pytest.mark.slow
+def test_an_evaluation_past_the_eval_limit_is_a_timeout(tmp_path, corpus_data):
+    call = "    val_bpb = evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)\n"
+    ws = workspace(tmp_path, steps=2, edit=lambda text: text.replace(call, SLOW_FORWARD + call))
+    outcome = launch(ws, corpus_data, 0, "--trusted", "val", "--eval-limit", "3")
+    assert outcome.status == "timeout" and "eval limit" in outcome.message
+    assert 3 <= outcome.checks["eval_seconds"] < 3 + 2
+    assert outcome.wall_seconds < outcome.checks["pre_eval_seconds"] + 3 + 3
+    assert outcome.trusted is None and set(outcome.untrained) == {"val"}
+
+
+INIT = "model.init_weights()\n"
+SEED_FROM_GENERATOR = "torch.set_rng_state(torch.Generator().manual_seed(1234).get_state())\n"
+FIXED_WEIGHTS = """_rs = __import__("numpy").random.RandomState(1234)
+with torch.no_grad():
+    for _p in model.parameters():
+        _p.copy_(torch.from_numpy(_rs.standard_normal(tuple(_p.shape)) * 0.02))
+"""
+
+
+@pytest.fixture(scope="module")
+def fingerprints(tmp_path_factory, corpus_data):
+    """init_fingerprint of one-step trusted runs: honest, seeded from a torch.Generator, and fixed weights."""
+    root = tmp_path_factory.mktemp("fingerprints")
+    variants = {"honest": lambda text: text,
+                "generator state": lambda text: text.replace(INIT, SEED_FROM_GENERATOR + INIT),
+                "fixed weights": lambda text: text.replace(INIT, INIT + FIXED_WEIGHTS)}
+    result = {}
+    for name, edit in variants.items():
+        ws = workspace(root / name.replace(" ", "-"), steps=1, edit=edit)
+        for seed in (1, 2):
+            outcome = launch(ws, corpus_data, seed, "--trusted", "val")
+            assert outcome.status == "ok", outcome.message
+            result[name, seed] = outcome.checks["init_fingerprint"]
+    result["honest", "1 again"] = launch(root / "honest", corpus_data, 1, "--trusted", "val").checks["init_fingerprint"]
+    return result
+
+
+@pytest.mark.slow
+def test_the_init_fingerprint_follows_the_seed(fingerprints):
+    assert fingerprints["honest", 1] == fingerprints["honest", "1 again"]
+    assert fingerprints["honest", 1] != fingerprints["honest", 2]
+
+
+@pytest.mark.slow
+def test_a_state_from_a_seeded_torch_generator_is_remapped(fingerprints):
+    assert fingerprints["generator state", 1] != fingerprints["generator state", 2]
+
+
+@pytest.mark.slow
+def test_weights_that_ignore_the_seed_give_the_same_fingerprint_on_every_seed(fingerprints):
+    assert fingerprints["fixed weights", 1] == fingerprints["fixed weights", 2]
+
+
+def test_cli_refuses_timeout_in_trusted_mode(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    result = subprocess.run([sys.executable, "-m", "bench.launch", "--seed", "0", "--result", "out.json",
+                             "--trusted", "val", "--timeout", "5"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "--train-limit" in result.stderr
 
 
 def test_cli_reports_a_missing_train_py_in_one_line(tmp_path):
@@ -190,55 +269,3 @@ def test_cli_reports_a_missing_train_py_in_one_line(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == ["error: nope.py does not exist"]
-
-
-@pytest.mark.parametrize("script, exit_code, status, message", [
-    ("raise ValueError('bad input')\n", 1, "crash", "ValueError: bad input"),
-    ("print('FAIL')\nexit(1)\n", 1, "nan", "loss was NaN or exploded (train.py printed FAIL)"),
-    ("import sys\nsys.exit(3)\n", 3, "crash", "exit code 3"),
-])
-def test_sitecustomize_records_how_a_run_ended(tmp_path, corpus_data, script, exit_code, status, message):
-    ws, ledger = _script(tmp_path / "ws", script), tmp_path / "ledger"
-    result = subprocess.run([sys.executable, "train.py"], cwd=ws, capture_output=True, timeout=120,
-                            env=run_env(corpus_data, ARBENCH_SEED="0", ARBENCH_LEDGER=str(ledger),
-                                        PYTHONPATH=str(SITECUSTOMIZE_DIR)))
-    assert result.returncode == exit_code
-    [record] = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
-    assert (record["exit_code"], record["status"], record["message"]) == (exit_code, status, message)
-    assert record["ended_at"] is not None
-    assert (record["head_commit"], record["dirty"]) == (None, None)  # not a git repository
-
-
-def _recorded_run(ws: Path, ledger: Path, data) -> dict:
-    before = set(ledger.glob("*.json"))
-    subprocess.run([sys.executable, "train.py"], cwd=ws, capture_output=True, check=True, timeout=120,
-                   env=run_env(data, ARBENCH_LEDGER=str(ledger), PYTHONPATH=str(SITECUSTOMIZE_DIR)))
-    [path] = set(ledger.glob("*.json")) - before
-    return json.loads(path.read_text())
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_sitecustomize_records_the_workspace_as_the_run_found_it(tmp_path, corpus_data):
-    """HEAD, whether train.py is committed, and the files that set the metric: prepare.py as `import prepare`
-    would load it (here a package that shadows it) and profile.toml."""
-    ws, ledger = _script(tmp_path / "ws", "print('---')\nprint('val_bpb: 1.0')\n"), tmp_path / "ledger"
-    (ws / "prepare.py").write_text("X = 1\n")
-    (ws / "profile.toml").write_text("name = 'p'\n")
-    git(ws, "init", "-q")
-    git(ws, "add", "-A")
-    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
-    head = git(ws, "rev-parse", "HEAD")
-    record = _recorded_run(ws, ledger, corpus_data)
-    assert (record["head_commit"], record["dirty"]) == (head, False)
-    assert record["protected_sha256"] == {"prepare.py": _sha256(ws / "prepare.py"),
-                                          "profile.toml": _sha256(ws / "profile.toml")}
-    with open(ws / "train.py", "a") as f:
-        f.write("# an uncommitted edit\n")
-    (ws / "prepare").mkdir()
-    (ws / "prepare" / "__init__.py").write_text("X = 2\n")
-    record = _recorded_run(ws, ledger, corpus_data)
-    assert (record["head_commit"], record["dirty"]) == (head, True)
-    assert record["protected_sha256"]["prepare.py"] == _sha256(ws / "prepare" / "__init__.py")

@@ -46,12 +46,14 @@ def test_cpu_tiny_corpus_is_prepared_once_then_nothing_to_do(tmp_path):
     assert [p.name for p in (data / "val").iterdir()] == ["shard_00005.parquet"]
     assert sorted(p.name for p in heldout.iterdir()) == ["manifest.json", "shard_00004.parquet"]
     assert (data / "tokenizer-1024/tokenizer.pkl").exists() and (data / "tokenizer-1024/token_bytes.pt").exists()
+    assert heldout.stat().st_mode & 0o777 == 0o700   # the test split: its owner only, never the agent user
     before = _snapshot(tmp_path / "cache")
+    heldout.chmod(0o755)   # as prepared before the directory was sealed
 
     second = _prepare(tmp_path, "--profile", "cpu-tiny", "--source", "corpus")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Nothing to do" in second.stdout and "6 already present and verified" in second.stdout
-    assert _snapshot(tmp_path / "cache") == before
+    assert _snapshot(tmp_path / "cache") == before and heldout.stat().st_mode & 0o777 == 0o700
 
 
 def test_damaged_and_interrupted_files_are_repaired_and_other_versions_refused(tmp_path):

@@ -320,3 +320,20 @@ def test_ten_thousand_sessions_quickly():
     draws = ((noop_rows.idx > 0) & (noop_rows.status != "crash")).groupby(noop_rows.session_id).sum()
     e = {k: expected_max_normal(int(k) + 1) for k in set(draws)}
     assert noop.null_gain == pytest.approx(noise_floors(tables)["h1"].sigma_null * np.mean([e[k] for k in draws]))
+
+
+def test_failed_finals_scored_and_excluded_pairs_counted():
+    # Seed 101: the final was noncausal, scored as the untrained model (4.0): a loss, counted.
+    # Seed 102: the pair drifted (its baseline ran under outside load): excluded from the gain, counted.
+    rows = verification_rows("s-1", "greedy", {"val": [1.90, 1.90, 1.90], "test": [2.00, 2.00, 2.00]})
+    for row in rows:
+        row["pair_status"] = "drift" if row["seed"] == 102 else "ok"
+        if row["seed"] == 101 and row["role"] == "final":
+            row.update(bpb=4.0, status="noncausal")
+    tables = Tables(pd.DataFrame([session("s-1", "greedy")]), pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame())
+    greedy = analyze(tables)[0]
+    assert greedy.verified_val.mean == pytest.approx(((2.00 - 4.0) + (1.98 - 1.90)) / 2)
+    assert greedy.verified_val.n_seeds == 2
+    assert (greedy.failed_runs, greedy.excluded_pairs) == (1, 1)
+    text = render_markdown([greedy], {})
+    assert "Verification: greedy 1 failed final run (scored as the untrained model), 1 excluded pair" in text

@@ -86,15 +86,12 @@ def test_without_a_ledger_every_run_is_missing(control_session):
 
 
 @pytest.mark.slow
-def test_records_from_before_head_was_recorded_fall_back_to_hash_and_time(control_session, tmp_path):
+def test_records_without_head_fall_back_to_hash_and_time(control_session, tmp_path):
     s = control_session("noop", 3)
     ledger = tmp_path / "ledger"
     ledger.mkdir()
-    for path in s.ledger.glob("*.json"):
-        raw = json.loads(path.read_text())
-        for key in ("head_commit", "dirty", "protected_sha256"):
-            del raw[key]
-        (ledger / path.name).write_text(json.dumps(raw))
+    for path in s.ledger.glob("*.json"):   # git failed when they connected
+        (ledger / path.name).write_text(json.dumps(json.loads(path.read_text()) | {"head_commit": None, "dirty": None}))
     old, new = collect(s.workspace, ledger), collect(s.workspace, s.ledger)
     assert [r.run_status for r in old] == ["ok"] * 3 and old == [replace(r, run_dirty=None) for r in new]
 
@@ -113,9 +110,10 @@ def test_rows_committed_within_one_second_get_their_own_runs(session_folder, tmp
         shas.append(git(ws, "rev-parse", "HEAD"))
     subprocess.run([sys.executable, "train.py"], cwd=ws, env=scrubbed_env(tmp_path / "home", cpus=2) | folder.env,
                    capture_output=True, check=True, timeout=120)
+    folder.service.settle()
     [run] = [json.loads(p.read_text()) for p in folder.ledger.glob("*.json")]
     assert (run["head_commit"], run["dirty"]) == (shas[1], False)
-    val_bpb = run["summary"]["val_bpb"]
+    val_bpb = run["client"]["evaluations"][-1]["bpb"]
     rows = [ResultRow(sha[:7], val_bpb, 0.1, "keep", message) for sha, message in zip(shas, ("copied", "real"))]
     (ws / "results.tsv").write_text(header_line() + "".join(r.to_line() for r in rows))
 

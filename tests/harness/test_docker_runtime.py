@@ -201,8 +201,8 @@ def test_run_with_gpus_0_1_gives_each_session_exactly_its_own_gpu(runtime, corpu
     def device_ids(spec, gpu):
         folder = tmp_path / spec.session_id
         (folder / "workspace").mkdir(parents=True)
-        (folder / "ledger").mkdir()
-        with runtime.open(agent_sandbox(spec, folder, corpus_data, gpu)) as sandbox:
+        (folder / "ledger-socket").mkdir()
+        with runtime.open(agent_sandbox(spec, folder, corpus_data, gpu, folder / "ledger-socket")) as sandbox:
             container = runtime.client.containers.create(**sandbox.container_config(["nvidia-smi"]))
         try:
             requests = runtime.client.api.inspect_container(container.id)["HostConfig"]["DeviceRequests"]

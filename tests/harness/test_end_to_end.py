@@ -13,21 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from support import fast_profile
+from support import fast_profile, write_config
 
 pytestmark = pytest.mark.slow
 ARBENCH = [sys.executable, "-m", "harness.cli"]
-
-
-def write_config(tmp_path: Path, agents: list[str], experiments: int = 2, seeds=(1000, 1001),
-                 runtime: str = "process") -> Path:
-    profile = tmp_path / "fast-profile.toml"
-    profile.write_text(fast_profile().to_toml())
-    config = tmp_path / "run.toml"
-    config.write_text(f'run_id = "e2e"\nprofile = "{profile}"\nagents = {json.dumps(agents)}\nrepeats = 1\n'
-                      f'runtime = "{runtime}"\n[budget]\nseconds = 300\nexperiments = {experiments}\n'
-                      f'[seeds]\nverify = {list(seeds)}\n')
-    return config
 
 
 def arbench(*args, check=True, cwd=None) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from harness.collect import collect
 from harness.integrity import Finding, check_integrity, seed_settings
+from harness.ledger import SOCKET_ENV, LedgerService
 from harness.runtime.process import scrubbed_env
 from harness.workspace import git
 
@@ -25,6 +27,7 @@ class Copy:
     ledger: Path
     baseline_files: dict[str, str]
     env: dict[str, str]  # for `python train.py` as the session runs it, recorded in the ledger
+    service: LedgerService
 
     def findings(self, with_ledger: bool = True) -> list[Finding]:
         ledger = self.ledger if with_ledger else None
@@ -49,17 +52,20 @@ class Copy:
         before = set(self.ledger.glob("*.json"))
         subprocess.run([sys.executable, "train.py"], cwd=self.workspace, env=self.env | {"ARBENCH_SEED": str(seed)},
                        capture_output=True, check=True, timeout=120)
+        self.service.settle()
         [record] = set(self.ledger.glob("*.json")) - before
         return json.loads(record.read_text())
 
 
 @pytest.fixture
-def ws(control_session, corpus_data, tmp_path) -> Copy:
+def ws(control_session, corpus_data, tmp_path) -> Iterator[Copy]:
     s = control_session("noop", 3)
     ledger = shutil.copytree(s.ledger, tmp_path / "ledger")
-    env = scrubbed_env(tmp_path / "home", cpus=2) | {"ARBENCH_DATA_DIR": str(corpus_data.data_dir),
-                                                     "ARBENCH_LEDGER": str(ledger)}
-    return Copy(shutil.copytree(s.workspace, tmp_path / "workspace"), ledger, s.baseline.files, env)
+    workspace = shutil.copytree(s.workspace, tmp_path / "workspace")
+    with LedgerService(workspace, ledger) as service:
+        env = scrubbed_env(tmp_path / "home", cpus=2) | {"ARBENCH_DATA_DIR": str(corpus_data.data_dir),
+                                                         SOCKET_ENV: str(service.socket_path)}
+        yield Copy(workspace, ledger, s.baseline.files, env, service)
 
 
 def _kinds(findings: list[Finding]) -> list[tuple[str, str]]:
@@ -134,7 +140,7 @@ def test_row_from_a_run_with_uncommitted_edits(ws):
     (ws.workspace / "train.py").write_text(committed)
     head = git(ws.workspace, "rev-parse", "HEAD")
     assert (record["head_commit"], record["dirty"]) == (head, True)
-    ws.append_row(f"{head[:7]}\t{record['summary']['val_bpb']:.6f}\t0.1\tdiscard\tuncommitted LR\n")
+    ws.append_row(f"{head[:7]}\t{record['client']['evaluations'][-1]['bpb']:.6f}\t0.1\tdiscard\tuncommitted LR\n")
     findings = ws.findings()
     assert _kinds(findings) == [("results_uncommitted", "warning"), ("run_uncommitted", "warning")]
     assert [f.commit for f in findings if f.kind == "results_uncommitted"] == [head]
@@ -156,7 +162,17 @@ def test_other_files(ws):
     ("torch.manual_seed(42)", "torch.manual_seed(42)\nos.environ['ARBENCH_SEED'] = '1'", True),
     ("torch.manual_seed(42)", "", True),
     ("torch.manual_seed(42)", "torch.manual_seed( 42 )  # torch.manual_seed(7)", False),
+    ("torch.manual_seed(42)", "torch.manual_seed(\n    42,\n)", False),
     ("MATRIX_LR = 0.04", "MATRIX_LR = 0.05", False),
+    # calls the old regex missed: arguments with parentheses, generators, RNG state, aliases, getattr, NumPy
+    ("torch.manual_seed(42)", "torch.manual_seed(int(42.5))", True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\ntorch.set_rng_state(torch.Generator().manual_seed(7).get_state())",
+     True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\ng = torch.Generator()\ng.manual_seed(7)", True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\nreseed = torch.manual_seed\nreseed(7)", True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\ngetattr(torch, 'manual_' + 'seed')(7)", True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\nrng = np.random.default_rng(7)", True),
+    ("torch.manual_seed(42)", "torch.manual_seed(42)\ntorch.cuda.set_rng_state_all(states)", True),
 ])
 def test_seed_tampering(ws, old, new, flagged):
     ws.edit("train.py", old, new)
@@ -167,6 +183,23 @@ def test_seed_tampering(ws, old, new, flagged):
 
 def test_seed_settings_ignore_comments():
     assert seed_settings("torch.manual_seed(42)  # seed(1)\nx = 1\n") == ["torch.manual_seed(42)"]
+
+
+def test_seed_settings_follow_aliases():
+    """A later change of an alias's argument is a change of the seed settings."""
+    assert seed_settings("rs = torch.manual_seed\nrs(3)\n") != seed_settings("rs = torch.manual_seed\nrs(4)\n")
+    assert seed_settings("from torch import manual_seed as ms\nms(3)") != seed_settings(
+        "from torch import manual_seed as ms\nms(4)")
+
+
+def test_unparseable_train_py_compares_seed_names(ws):
+    """A commit that breaks the syntax is not by itself seed tampering; adding a seed call while breaking it is."""
+    ws.edit("train.py", "MATRIX_LR = 0.04", "MATRIX_LR = (0.04")
+    ws.commit("broken")
+    assert [f.kind for f in ws.findings() if f.kind == "seed_tampering"] == []
+    ws.edit("train.py", "MATRIX_LR = (0.04", "MATRIX_LR = (0.04\ntorch.manual_seed(7)")
+    sha = ws.commit("broken and reseeded")
+    assert [(f.kind, f.commit) for f in ws.findings() if f.kind == "seed_tampering"] == [("seed_tampering", sha)]
 
 
 def test_history(ws):
@@ -189,6 +222,6 @@ def test_baseline_missing_from_history(ws):
 def test_run_of_an_uncommitted_train_py(ws):
     record = sorted(ws.ledger.glob("*.json"))[0]
     raw = json.loads(record.read_text())
-    raw["train_py_sha256"] = "0" * 64
+    raw["sha256"]["train.py"] = "0" * 64
     (ws.ledger / "extra.json").write_text(json.dumps(raw))
     assert _kinds(ws.findings()) == [("run_uncommitted", "warning")]
