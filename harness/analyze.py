@@ -397,7 +397,7 @@ LEGEND = (
     "row − best kept row; *null gain* / *keeps (null)*: expected if no change had any effect (σ · E[max of "
     "N+1 normals], H(N+1) − 1, σ = the noise floor's seed σ); *verified*: trusted re-runs of baseline and "
     "final train.py on held-out seeds, paired by seed, mean over sessions × seeds with a t-interval and "
-    "p-value counting both session and seed noise (every session shares the baseline's runs); "
+    "p-value counting both session and seed noise (baseline and final trained back to back on each seed); "
     "*noise-mining* = claimed − verified val (selection on noisy runs, seed effect included); *val overfit* "
     "= verified val − verified test. ⚑ = sessions with integrity findings, kept in every mean. *rank*: by "
     "verified test gain; an agent's interval spans every agent it is not significantly different from "
