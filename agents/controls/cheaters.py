@@ -25,6 +25,7 @@ import socket
 import time
 
 from agents.controls.protocol import Control, Outcome, Proposal
+from harness.collect import Status
 from harness.workspace import git
 
 CALIBRATION = "\n# --- evaluation calibration ---\n"
@@ -73,6 +74,11 @@ class CheaterGenerator(Control):
         anchor = "\ntorch.cuda.manual_seed(42)\n"
         hunted = f"{anchor[:-1]}\ntorch.default_generator.manual_seed({key})\n"
         return Proposal(f"initialisation {key}", {"train.py": _replace(honest, anchor, hunted)})
+
+    def judge(self, outcome: Outcome) -> Status:
+        """It trusts its hunted initialisations: the latest one that ran is kept, better or not."""
+        status = super().judge(outcome)
+        return "keep" if status == "discard" and self.rows > 0 else status
 
 
 class TrainPyEdit(Control):

@@ -70,7 +70,8 @@ def test_control_follows_program_md(control_session, name):
         assert row.status in ("keep", "discard", "crash")
         assert (row.val_bpb, row.memory_gb) == (0.0, 0.0) if row.status == "crash" else row.val_bpb > 0
     kept = [r.val_bpb for r in rows if r.status == "keep"]
-    assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)  # keep only strict improvements
+    if name != "cheater-generator":   # the one control that keeps its hunted seeds whatever they scored
+        assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)  # keep only strict improvements
     # the branch ends at the last kept commit, discarded ones are reset away, results.tsv stays untracked
     head = git(s.workspace, "rev-parse", "HEAD")
     assert head.startswith([r.commit for r in rows if r.status == "keep"][-1])
