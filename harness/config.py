@@ -60,6 +60,7 @@ class RunConfig:
 
 KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "gpus", "source", "budget", "seeds",
               "verify"}
+TABLE_KEYS = {"budget": {"seconds", "experiments"}, "seeds": {"session", "verify"}, "verify": {"splits"}}
 SPLITS = ("val", "test")
 
 
@@ -76,9 +77,7 @@ def load_config(path: Path) -> RunConfig:
 def parse_config(raw: dict, where: str = "config") -> RunConfig:
     from agents.registry import known_agents
 
-    unknown = set(raw) - KNOWN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}")
+    _check_keys(raw, where)
     for key in ("run_id", "profile", "agents"):
         if key not in raw:
             raise ConfigError(f"{where}: missing {key!r}")
@@ -113,6 +112,21 @@ def parse_config(raw: dict, where: str = "config") -> RunConfig:
     )
     _check_seeds_and_splits(config, where)
     return config
+
+
+def _check_keys(raw: dict, where: str) -> None:
+    """Every key known, in nested tables too: a typo is an error, never silently a default."""
+    unknown = set(raw) - KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}")
+    for table, known in TABLE_KEYS.items():
+        value = raw.get(table, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: [{table}] must be a table with keys {', '.join(sorted(known))}")
+        unknown = set(value) - known
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) in [{table}]: {', '.join(f'{table}.{k}' for k in sorted(unknown))}; "
+                              f"known: {', '.join(sorted(known))}")
 
 
 def _check_seeds_and_splits(config: RunConfig, where: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -22,7 +22,7 @@ from harness.runtime.base import Runtime
 from harness.schedule import host_slots, run_pool
 from harness.session import SessionRecord, SessionSpec, run_session
 from harness.store import build_tables, read_json, session_dirs, write_json
-from harness.verify import Verifier, verify_session
+from harness.verify import InfraError, PairResult, Verifier, verify_session
 from harness.workspace import file_at
 
 
@@ -43,12 +43,12 @@ def plan(config: RunConfig) -> list[SessionSpec]:
 
 def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = None,
                   console: Console | None = None) -> RunResult:
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
     data = require_prepared(config.profile, config.source)
-    _claim_run_dir(config, run_dir)
     slots = host_slots(config.gpus, config.parallel)
     runtime = get_runtime(runtime_name or config.runtime, cpus=max(1, (os.cpu_count() or 1) // len(slots)))
+    _claim_run_dir(config, run_dir, runtime.name)
     specs = plan(config)
     console.print(f"[bold]{config.run_id}[/]: {len(specs)} sessions ({', '.join(config.agents)} × {config.repeats}) "
                   f"on {config.profile.name}, runtime {runtime.name}"
@@ -82,16 +82,28 @@ def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console
                   f"on held-out seeds {list(config.verify_seeds)}")
     done = [0]
 
-    def report(key, pair) -> None:
+    def pair(key, gpu) -> PairResult | InfraError:
+        try:
+            return verifier.pair(*key, gpu=gpu)
+        except InfraError as e:   # recorded nowhere, so a resumed run retries it
+            return e
+
+    def report(key, pair: PairResult | InfraError) -> None:
         done[0] += 1
+        if isinstance(pair, InfraError):
+            console.print(f"  [{done[0]}/{len(unique)}] seed {key[2]}: [red]not verified[/], {pair}", soft_wrap=True)
+            return
         run = pair.run("final")
         scores = ", ".join(f"{k} {v:.4f}" for k, v in (run.trusted or {}).items() if v is not None)
         console.print(f"  [{done[0]}/{len(unique)}] seed {key[2]}: pair {pair.status} after "
                       f"{len(pair.attempts)} attempt(s), final {run.status} {scores}")
 
-    run_pool(list(unique), lambda key, gpu: verifier.pair(*key, gpu=gpu), slots, report)
+    run_pool(list(unique), pair, slots, report)
     for folder in folders:
-        verify_session(folder, verifier)
+        try:
+            verify_session(folder, verifier, gpu=slots[0])
+        except InfraError as e:
+            console.print(f"  {folder.name}: not verified ({e}); re-run to retry", soft_wrap=True)
 
 
 def publish(run_dir: Path) -> str:
@@ -106,17 +118,30 @@ def publish(run_dir: Path) -> str:
     return markdown
 
 
-def _claim_run_dir(config: RunConfig, run_dir: Path) -> None:
-    """run.json pins a run directory to one config: resuming with another config is refused."""
+def _claim_run_dir(config: RunConfig, run_dir: Path, runtime: str) -> None:
+    """run.json pins a run directory to one config and one runtime: resuming with another is refused, so one
+    run folder never mixes sessions made under different conditions. It keeps the config as it was run."""
     fingerprint = _config_fingerprint(config)
     existing = read_json(run_dir / "run.json")
     if existing and existing["config_hash"] != fingerprint:
         raise ConfigError(f"{run_dir} holds run {existing['run_id']!r} made with another config; "
                           "use a new --out directory")
+    if existing and existing.get("runtime", runtime) != runtime:
+        raise ConfigError(f"{run_dir} holds sessions run in the {existing['runtime']} runtime; resuming them in the "
+                          f"{runtime} runtime would mix containerized and uncontainerized results in one run. "
+                          f"Pass --runtime {existing['runtime']}, or use a new --out directory")
     if not existing:
-        write_json(run_dir / "run.json", {"run_id": config.run_id, "config_hash": fingerprint,
-                                          "profile": config.profile.name, "profile_hash": config.profile.hash,
-                                          "project": project_revision()})
+        write_json(run_dir / "run.json", {"run_id": config.run_id, "config_hash": fingerprint, "runtime": runtime,
+                                          "config": config_as_run(config), "profile": config.profile.name,
+                                          "profile_hash": config.profile.hash, "project": project_revision()})
+
+
+def config_as_run(config: RunConfig) -> dict:
+    """The config with CLI overrides applied and the profile spelled out in full."""
+    fields = asdict(config)
+    fields["profile"] = {"name": config.profile.name, "hash": config.profile.hash} | \
+        {table: getattr(config.profile, table) for table in ("task", "data", "train")}
+    return fields
 
 
 def _config_fingerprint(config: RunConfig) -> str:

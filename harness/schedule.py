@@ -7,7 +7,10 @@ never stops the others. Slurm (one job per session) plugs in here later.
 
 from __future__ import annotations
 
+import os
 import queue
+import re
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
@@ -17,13 +20,24 @@ R = TypeVar("R")
 Slot = int | None
 
 
+def visible_gpus() -> list[int]:
+    """The GPU indices this host offers: what `nvidia-smi -L` lists (the driver's view, which the sandboxes get too),
+    narrowed by CUDA_VISIBLE_DEVICES when that holds indices; [] without a driver."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", listing, re.MULTILINE)]
+    allowed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if allowed is not None and all(part.strip().isdigit() for part in allowed.split(",") if part.strip()):
+        gpus = [g for g in gpus if str(g) in {part.strip() for part in allowed.split(",")}]
+    return gpus
+
+
 def host_slots(gpus: Sequence[int], parallel: int) -> list[Slot]:
     """One slot per GPU: the given ones, else every GPU this host has; on a host without one, `parallel` CPU slots."""
-    if not gpus:
-        import torch
-
-        gpus = range(torch.cuda.device_count())
-    return list(gpus) if gpus else [None] * max(1, parallel)
+    gpus = list(gpus) or visible_gpus()
+    return gpus if gpus else [None] * max(1, parallel)
 
 
 def run_pool(jobs: Iterable[T], work: Callable[[T, Slot], R], slots: Sequence[Slot],

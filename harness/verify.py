@@ -13,8 +13,8 @@ unchanged pair is never trained twice.
 Training stops on a time budget, so outside load changes how far a run gets. A pair is re-run (up
 to MAX_ATTEMPTS, every attempt recorded) when its BASELINE run drifted: its tokens/s is a robust
 outlier (log scale, MAD-based, with a floor) among the baseline's accepted runs on this node, it
-ran under more outside load (neighbour_load) than the final, or it failed (a baseline that misses
-its train limit also loosens the limit of the re-run). Only baseline-side conditions trigger a re-run: the final's measurements come
+ran under more outside load (neighbour_load) than the final, or it missed a limit (which also loosens
+the limit of the re-run; a baseline that crashed is not re-run: its code failed). Only baseline-side conditions trigger a re-run: the final's measurements come
 from agent code (or can be inflated by it), so re-running on them would let an agent re-draw the
 pairs it is losing. (A final that inflates its own neighbour_load can at most silence the load
 rule; the tokens/s rule reads the baseline alone.) A pair still drifting after its attempts is
@@ -24,7 +24,12 @@ Limits: from the latest baseline runs measured on this node, train limit = budge
 x startup + margin, eval limit = EVAL_FACTOR x eval time + margin; before the first measurement the
 launcher's defaults. Every check acts: a final that is noncausal, over budget or killed at a limit
 is a failed run scored as the untrained model and an error finding; crash/nan finals are scored
-the same way. A failed baseline is the harness's problem: the pair is re-run, then excluded.
+the same way. A pair whose baseline failed is excluded, never scored.
+
+Failures of the run's own code (a crash, NaN, a limit) are results: recorded and cached with their reason.
+A failure of the infrastructure (the sandbox did not start, the launcher wrote no result without being
+timed out) is retried INFRA_ATTEMPTS times and then raised as InfraError; nothing of it is cached, so the
+next verification tries again.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from bench.launch import EVAL_ALLOWANCE_S, STARTUP_ALLOWANCE_S
 from bench.profile import Profile
 from harness.data import DATA_TARGET, TEST_TARGET, DataPaths
 from harness.integrity import Finding, FindingKind
-from harness.runtime.base import Mount, Runtime, SandboxSpec
+from harness.runtime.base import Mount, Runtime, RuntimeError_, SandboxSpec
 from harness.stats import paired_t
 from harness.store import read_json, write_json
 from harness.workspace import file_at, sha256_bytes
@@ -55,6 +60,9 @@ RunStatus = Literal["ok", "crash", "nan", "timeout", "over_budget", "noncausal"]
 PairStatus = Literal["ok", "drift", "baseline_failed"]
 
 MAX_ATTEMPTS = 3            # tries of one pair before it is excluded
+INFRA_ATTEMPTS = 3          # tries of one run whose sandbox or launcher failed before InfraError
+INFRA_BACKOFF_S = 2.0       # wait before retrying such a run (doubles each time)
+RETRIED_BASELINE = ("timeout", "over_budget")   # baseline failures load can cause; a crash or NaN is its code
 DRIFT_MIN_RUNS = 3          # accepted baseline runs on the node before their median tokens/s is a reference
 DRIFT_MAD_Z = 3.5           # robust z of log tokens/s (|x - median| / (1.4826 MAD)) of an outlier (Iglewicz & Hoaglin)
 DRIFT_FLOOR = 0.25          # ... and never a deviation under 25% of the median (jitter of a shared node)
@@ -70,6 +78,10 @@ OVERFIT_ALPHA = 0.01        # one-sided paired t on per-seed (val gain - test ga
 OVERFIT_GAIN_ALPHA = 0.05   # one-sided paired t: the val gain itself is significant
 OVERFIT_SHARE = 0.5         # and val gain - test gain exceeds half the val gain
 SCHEMA_VERSION = 2          # of verification.json: 2 = pairs, attempts, findings
+
+
+class InfraError(RuntimeError):
+    """The sandbox or the launcher failed, not the code under test; retried, never cached."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class RunRecord:
     slot: int | None
     started_at: float
     training_seconds: float | None = None  # first train batch to evaluate_bpb (launcher's clock)
+    substitutions: list[str] = field(default_factory=list)   # stand-ins the run used (e.g. the kernels module)
 
 
 @dataclass(frozen=True)
@@ -158,9 +171,20 @@ class Verification:
 
     @property
     def failed(self) -> bool:
-        """A final run failed or an error finding was raised (excluded pairs are reported, not failures)."""
-        return any(r.role == "final" and r.status != "ok" for r in self.runs) or \
+        """Not every counted run produced a score, no pair was verified, or an error finding was raised."""
+        return bool(self.failures) or not any(p.status == "ok" for p in self.pairs) or \
             any(f.severity == "error" for f in self.findings)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per counted run (the last attempt of each pair) that did not end ok, with its reason."""
+        return [f"seed {p.seed} {role}: {run.status} ({run.message or 'no message'})"
+                for p in self.pairs for role in (("baseline",) if p.solo else ("baseline", "final"))
+                if (run := p.run(role)).status != "ok"]
+
+    @property
+    def substitutions(self) -> list[str]:
+        return sorted({s for p in self.pairs for a in p.attempts for run in a.runs.values() for s in run.substitutions})
 
 
 # ---------------------------------------------------------------------------
@@ -313,7 +337,9 @@ class Verifier:
             if baseline.status != "ok":
                 attempts.append(Attempt(order, runs, [f"baseline {baseline.status}: {baseline.message}"]))
                 status = "baseline_failed"
-                continue
+                if baseline.status in RETRIED_BASELINE:
+                    continue
+                break
             reasons = [] if key[0] == key[1] else drift_reasons(baseline, runs["final"], self._reference(baseline))
             attempts.append(Attempt(order, runs, reasons))
             if not reasons:
@@ -349,7 +375,7 @@ class Verifier:
         with self._lock:
             train_limit, eval_limit = measured_limits(self._baselines, self.profile.time_budget)
         started = time.time()
-        outcome = self._launch(partial, seed, gpu, train_limit, eval_limit)
+        outcome = self._launch_retrying_infra(partial, seed, gpu, train_limit, eval_limit)
         record = _record(role, train_py, seed, outcome, train_limit, eval_limit, self.node, gpu, started)
         if role == "final":
             with self._lock:
@@ -360,9 +386,25 @@ class Verifier:
                 self._baselines.append(record)
         return record
 
+    def _launch_retrying_infra(self, work: Path, seed: int, gpu: int | None, train_limit: float | None,
+                               eval_limit: float | None) -> dict:
+        """The launcher's RunOutcome as JSON, retrying a run the infrastructure failed; InfraError after that."""
+        reason = ""
+        for n in range(INFRA_ATTEMPTS):
+            if n:
+                time.sleep(INFRA_BACKOFF_S * 2 ** (n - 1))
+                (work / "result.json").unlink(missing_ok=True)
+            try:
+                return self._launch(work, seed, gpu, train_limit, eval_limit)
+            except Exception as e:   # whatever the runtime raised: the sandbox, not the code under test, failed
+                reason = f"{type(e).__name__}: {e}"
+        raise InfraError(f"verification run in {work} failed {INFRA_ATTEMPTS} times for reasons outside train.py: "
+                         f"{reason}")
+
     def _launch(self, work: Path, seed: int, gpu: int | None, train_limit: float | None,
                 eval_limit: float | None) -> dict:
-        """The launcher's RunOutcome as JSON; a launcher that wrote none failed the run (agent code can kill it)."""
+        """The launcher's RunOutcome as JSON. A launcher timed out without one failed the run; one that exited
+        without one is the infrastructure's failure (raised): it never runs agent code in its own process."""
         pair_key, attempt = work.parent.parent.parent.name, work.parent.name
         spec = SandboxSpec(name=f"arbench-verify-{pair_key}-{seed}-{attempt}-{work.name}", workspace=work,
                            mounts=(Mount(self.data.data_dir, DATA_TARGET), Mount(self.data.test_dir, TEST_TARGET)),
@@ -382,15 +424,16 @@ class Verifier:
                     "--log", "run.log", "--trusted", ",".join(self.splits), *limits, "train.py"]
             result = sandbox.exec(argv, work / "launcher.log", timeout_s=timeout, env=env)
         outcome = read_json(work / "result.json")
-        if outcome is None:
-            reason = "timed out" if result.timed_out else f"exit code {result.exit_code}"
-            outcome = {"status": "timeout" if result.timed_out else "crash",
-                       "message": f"launcher wrote no result ({reason}); see {work.name}/launcher.log"}
-        return outcome
+        if outcome is None and not result.timed_out:
+            raise RuntimeError_(f"the launcher exited with code {result.exit_code} and wrote no result; "
+                                f"see {work / 'launcher.log'}")
+        return outcome or {"status": "timeout", "message": f"killed at the sandbox timeout ({timeout:.0f}s) before the "
+                           f"launcher wrote a result; see {work.name}/launcher.log"}
 
-    def verify(self, baseline: tuple[str, bytes], final: tuple[str, bytes]) -> Verification:
-        """Every pair of (baseline commit, train.py) and (final commit, train.py), as rows and findings."""
-        pairs = [self.pair(baseline[1], final[1], seed) for seed in self.seeds]
+    def verify(self, baseline: tuple[str, bytes], final: tuple[str, bytes], gpu: int | None = None) -> Verification:
+        """Every pair of (baseline commit, train.py) and (final commit, train.py), as rows and findings; each run
+        on `gpu` (None: CPU)."""
+        pairs = [self.pair(baseline[1], final[1], seed, gpu) for seed in self.seeds]
         return verification(pairs, baseline[0], final[0], self.splits)
 
 
@@ -404,7 +447,8 @@ def _record(role: Role, train_py: bytes, seed: int, outcome: dict, train_limit: 
         tokens_per_second=checks.get("tokens_per_second"), pre_eval_seconds=checks.get("pre_eval_seconds"),
         eval_seconds=checks.get("eval_seconds"), neighbour_load=checks.get("neighbour_load"),
         init_fingerprint=checks.get("init_fingerprint"), train_limit=train_limit, eval_limit=eval_limit,
-        node=node, slot=slot, started_at=round(started, 3), training_seconds=checks.get("training_seconds"))
+        node=node, slot=slot, started_at=round(started, 3), training_seconds=checks.get("training_seconds"),
+        substitutions=list(outcome.get("substitutions") or []))
 
 
 def verification(pairs: list[PairResult], baseline_commit: str, final_commit: str,
@@ -443,8 +487,8 @@ def scored_gains(rows: list[VerificationRun], split: str) -> dict[int, float]:
             for role, seed in scored if role == "baseline" and ("final", seed) in scored}
 
 
-def verify_session(folder: Path, verifier: Verifier) -> dict:
-    """Verify one finished session (baseline vs final commit); resumable. verification.json holds
+def verify_session(folder: Path, verifier: Verifier, gpu: int | None = None) -> dict:
+    """Verify one finished session (baseline vs final commit) on `gpu`; resumable. verification.json holds
     schema_version, seeds, splits, runs (VerificationRun rows: the verifications table), pairs (PairResult:
     every attempt with both runs' measurements, limits and drift reasons) and findings (integrity.Finding)."""
     existing = read_json(folder / "verification.json")
@@ -453,7 +497,7 @@ def verify_session(folder: Path, verifier: Verifier) -> dict:
     session = read_json(folder / "session.json")
     workspace = folder / "workspace"
     result = verifier.verify(*[(c, file_at(workspace, c, "train.py"))
-                               for c in (session["baseline_commit"], session["final_commit"])])
+                               for c in (session["baseline_commit"], session["final_commit"])], gpu=gpu)
     record = {"schema_version": SCHEMA_VERSION, "seeds": list(verifier.seeds), "splits": list(verifier.splits),
               "runs": [asdict(r) for r in result.runs], "pairs": [asdict(p) for p in result.pairs],
               "findings": [asdict(f) for f in result.findings]}

@@ -4,6 +4,7 @@ the real launcher (process runtime, tiny profiles)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,11 +16,15 @@ import pytest
 
 from bench.profile import render_train_py
 from harness.benchmark import step_limited
+from harness import verify as verify_module
 from harness.runtime import get_runtime
+from harness.runtime.base import RuntimeError_
+from harness.runtime.process import ProcessRuntime
 from harness.stats import paired_t
-from harness.verify import (DRIFT_FLOOR, EVAL_FACTOR, EVAL_MARGIN_S, LIMIT_WINDOW, MAX_ATTEMPTS, NEIGHBOUR_TOLERANCE,
-                            STARTUP_FACTOR, Attempt, PairResult, RunRecord, Verification, Verifier, drift_reasons,
-                            measured_limits, over_training, run_findings, score, scored_gains, val_overfit)
+from harness.verify import (DRIFT_FLOOR, EVAL_FACTOR, EVAL_MARGIN_S, INFRA_ATTEMPTS, LIMIT_WINDOW, MAX_ATTEMPTS,
+                            NEIGHBOUR_TOLERANCE, STARTUP_FACTOR, Attempt, InfraError, PairResult, RunRecord,
+                            Verification, Verifier, drift_reasons, measured_limits, over_training, run_findings,
+                            score, scored_gains, val_overfit)
 from support import fast_profile
 
 
@@ -302,3 +307,104 @@ def test_val_overfit(tmp_path, corpus_data):
                     (1000, 1001, 1002))
     assert gains(result, "val").mean() > gains(result, "test").mean() + 0.05
     assert [f.kind for f in result.findings] == ["val_overfit"], (gains(result, "val"), gains(result, "test"))
+
+
+# ---------------------------------------------------------------------------
+# Failures: the code's are results (cached with their reason), the infrastructure's are retried, never cached
+# ---------------------------------------------------------------------------
+
+MISSING_NAME = edit(BASELINE, "\nimport time\n", "\nimport time\nfrom prepare import EVAL_BATCH_SIZE\n")
+
+
+@pytest.mark.slow
+def test_code_that_crashes_is_a_cached_result_with_its_reason(tmp_path, corpus_data):
+    cache = tmp_path / "cache"
+    crashing_final = edit(BASELINE, "\n# Final eval\n", "\n# Final eval\nraise RuntimeError('boom')\n")
+    result = verify(cache, corpus_data, MISSING_NAME, crashing_final, (1000, 1001))
+    # A baseline whose code crashed is not re-run (its code failed, load did not): one attempt, pair excluded.
+    assert [(p.status, len(p.attempts)) for p in result.pairs] == [("baseline_failed", 1)] * 2
+    assert result.failed and gains(result, "val").size == 0
+    assert len(result.failures) == 4   # both runs of both seeds, each with the reason a user can act on
+    assert all("EVAL_BATCH_SIZE" in line for line in result.failures if "baseline" in line), result.failures
+    assert all("boom" in line for line in result.failures if "final" in line), result.failures
+    before = trainings(cache)
+    assert verify(cache, corpus_data, MISSING_NAME, crashing_final, (1000, 1001)).runs == result.runs
+    assert trainings(cache) == before   # cached: the same code fails the same way
+
+
+class FlakyRuntime(ProcessRuntime):
+    """The process runtime with a sandbox that fails to start the first `failures` times (fault injection)."""
+
+    def __init__(self, failures: int):
+        super().__init__(cpus=2)
+        self.failures, self.opened = failures, 0
+
+    def open(self, spec):
+        self.opened += 1
+        if self.opened <= self.failures:
+            raise RuntimeError_("injected: the sandbox did not start")
+        return super().open(spec)
+
+
+@pytest.mark.slow
+def test_infrastructure_failures_are_retried_then_raised_and_never_cached(tmp_path, corpus_data, monkeypatch):
+    monkeypatch.setattr(verify_module, "INFRA_BACKOFF_S", 0.0)
+    cache = tmp_path / "cache"
+
+    def verifier(runtime) -> Verifier:
+        return Verifier(cache, PROFILE, corpus_data, runtime, (1000,), ("val",))
+
+    flaky = FlakyRuntime(failures=INFRA_ATTEMPTS)
+    with pytest.raises(InfraError, match="injected"):
+        verifier(flaky).verify(("base", MISSING_NAME.encode()), ("base", MISSING_NAME.encode()))
+    assert flaky.opened == INFRA_ATTEMPTS and not list(cache.rglob("pair.json"))
+    once = FlakyRuntime(failures=1)   # a retry gets through: the run's own result counts
+    result = verifier(once).verify(("base", MISSING_NAME.encode()), ("base", MISSING_NAME.encode()))
+    assert once.opened == 2 and "EVAL_BATCH_SIZE" in result.failures[0]
+    assert len(list(cache.rglob("pair.json"))) == 1
+
+
+FAKE_NVIDIA_SMI = "#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-fake-0)'\n"
+
+
+def fork_repo(root: Path, train_py: str) -> Path:
+    """An autoresearch-style repo on fast_profile(): baseline commit, one kept experiment, results.tsv."""
+    repo = root / "fork"
+    repo.mkdir()
+    (repo / "profile.toml").write_text(PROFILE.to_toml())
+    (repo / "train.py").write_text(train_py)
+    run_git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,  # noqa: E731
+                                           text=True).stdout.strip()
+    run_git("init", "-q", "-b", "autoresearch/x")
+    run_git("add", "-A")
+    run_git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    base = run_git("rev-parse", "--short=7", "HEAD")
+    (repo / "train.py").write_text(train_py + "\n# experiment\n")
+    run_git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "experiment")
+    best = run_git("rev-parse", "--short=7", "HEAD")
+    (repo / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                                      f"{base}\t2.000000\t0.1\tkeep\tbaseline\n{best}\t1.900000\t0.1\tkeep\tbetter\n")
+    return repo
+
+
+@pytest.mark.slow
+def test_verify_requests_the_gpu_the_host_reports_and_exits_nonzero_when_every_run_crashed(tmp_path, corpus_data):
+    """`arbench verify` on a host whose driver lists a GPU (a fake nvidia-smi): every run gets exactly GPU 0.
+    The fork's train.py tells which devices it saw, then crashes: every run fails, so the exit code is 1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    saw_devices = edit(BASELINE, "\nimport time\n",
+                       "\nimport time\nraise RuntimeError('devices=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'none'))\n")
+    repo = fork_repo(tmp_path, saw_devices)
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run([str(Path(sys.executable).parent / "arbench"), "verify", str(repo), "--runtime", "process",
+                           "--seeds", "1000,1001", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("devices=0") == 4, done.stdout   # 2 seeds x (baseline, final), each on GPU 0
+    slots = {run["slot"] for path in (tmp_path / "out").rglob("pair.json")
+             for attempt in json.loads(path.read_text())["attempts"] for run in attempt["runs"].values()}
+    assert slots == {0}
