@@ -34,6 +34,10 @@ child runs as the launcher's own user and can read whatever it reads: the launch
 
 The profile (for the budget, and for prepare in trusted mode) is $ARBENCH_PROFILE if set, else the
 profile.toml beside train.py, else prepare.py's own default.
+
+Substitutions (both modes): a stand-in that served train.py in place of what the original task downloads (the
+`kernels` module in bench/shims) writes a line starting with SUBSTITUTION_PREFIX to the run's log; the outcome
+lists them. train.py could write such a line too, or hide one: it is a note for the report, never a score.
 """
 
 from __future__ import annotations
@@ -57,12 +61,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 Status = Literal["ok", "crash", "nan", "timeout", "over_budget", "noncausal"]
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3           # 3: substitutions
 STARTUP_ALLOWANCE_S = 60.0   # default train limit: budget + this (process start, imports, warm-up steps)
 EVAL_ALLOWANCE_S = 180.0     # default eval limit
 KILL_GRACE_S = 5.0
@@ -72,6 +76,8 @@ SUMMARY_KEYS = ("val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", 
                 "total_tokens_M", "num_steps", "num_params_M", "depth")
 BENCH_ROOT = Path(__file__).resolve().parent.parent   # the directory that holds the bench package
 CHILD_USER_ENV = "ARBENCH_CHILD_USER"                  # trusted mode, launcher as root: who train.py runs as
+SUBSTITUTION_PREFIX = "[arbench] substitution: "       # starts a stand-in's line in the log (bench/shims)
+MAX_SUBSTITUTIONS, MAX_SUBSTITUTION_CHARS = 10, 300    # bounds on what the log (train.py's output) can put in a report
 
 
 @dataclass
@@ -84,6 +90,7 @@ class RunOutcome:
     trusted: dict[str, float] | None = None      # split -> bpb computed by the parent (bench.trusted_eval)
     untrained: dict[str, float] | None = None    # split -> bpb of the uniform distribution (trusted mode)
     checks: dict[str, Any] | None = None         # {causal: bool, pre_eval_seconds: float, ...} in trusted mode
+    substitutions: list[str] = field(default_factory=list)   # stand-ins that served train.py (parse_substitutions)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -111,6 +118,13 @@ def parse_summary(output: str) -> dict[str, float]:
             except ValueError:
                 pass
     return summary
+
+
+def parse_substitutions(output: str) -> list[str]:
+    """The stand-ins that served the run, from the lines they wrote to its log: sorted, unique, bounded."""
+    found = {line[len(SUBSTITUTION_PREFIX):].strip()[:MAX_SUBSTITUTION_CHARS]
+             for line in output.splitlines() if line.startswith(SUBSTITUTION_PREFIX)}
+    return sorted(found)[:MAX_SUBSTITUTIONS]
 
 
 NAN_LOSS = re.compile(r"\bloss: (nan|inf)", re.IGNORECASE)
@@ -398,7 +412,7 @@ def launch(train_py: Path, seed: int, log_path: Path, timeout: float) -> RunOutc
     if timed_out:
         message = f"killed after {timeout:.0f}s"
     return RunOutcome(status=status, message=message, seed=seed, wall_seconds=round(wall, 3),
-                      summary=parse_summary(output))
+                      summary=parse_summary(output), substitutions=parse_substitutions(output))
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
@@ -498,7 +512,8 @@ def launch_trusted(train_py: Path, seed: int, log_path: Path, limits: Limits, sp
             ("crash", "train.py never called evaluate_bpb (no trusted result)")
     outcome = RunOutcome(status=run.status, message=run.message, seed=seed, wall_seconds=round(wall, 3),
                          summary=parse_summary(output), trusted=run.trusted, untrained=scorer.result().untrained(),
-                         checks=run.checks(limits, _children_cpu_seconds() - cpu_before))
+                         checks=run.checks(limits, _children_cpu_seconds() - cpu_before),
+                         substitutions=parse_substitutions(output))
     return outcome
 
 

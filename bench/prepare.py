@@ -1,7 +1,8 @@
 """
 One-time data preparation and the fixed runtime utilities for autoresearch-bench experiments.
 Same role and interface as the original autoresearch prepare.py: constants, data, BPE tokenizer,
-dataloader and the evaluation metric. The agent must not modify this file.
+dataloader and the evaluation metric; every name the original defines, with the same meaning, so a
+train.py written for the original runs unchanged. The agent must not modify this file.
 
 Usage:
     python -m bench.prepare --profile cpu-tiny --source corpus   # prepare data + tokenizer
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+
+from bench.sources import climbmix
 
 # ---------------------------------------------------------------------------
 # Constants (fixed, do not modify)
@@ -53,9 +56,18 @@ TEST_DIR = os.environ.get("ARBENCH_TEST_DIR", os.path.join(CACHE_DIR, "heldout",
 TOKENIZER_DIR = os.path.join(DATA_DIR, f"tokenizer-{VOCAB_SIZE}")
 SPLIT_DIRS = {"train": os.path.join(DATA_DIR, "train"), "val": os.path.join(DATA_DIR, "val"), "test": TEST_DIR}
 
+# The original task's data, climbmix (whatever this profile's source): shards as bench/sources/climbmix.py has them
+BASE_URL = climbmix.BASE_URL
+MAX_SHARD = climbmix.MAX_SHARD    # the last datashard is shard_06542.parquet
+VAL_SHARD = climbmix.VAL_INDEX    # pinned validation shard (= MAX_SHARD); the one before it is our hidden test shard
+VAL_FILENAME = f"shard_{VAL_SHARD:05d}.parquet"
 
-def list_parquet_files(split):
-    """Sorted parquet shard paths of a split ('train', 'val' or 'test')."""
+
+def list_parquet_files(split=None):
+    """Sorted parquet shard paths of a split ('train', 'val' or 'test'); without one, as the original's:
+    every shard of the data directory, train then val."""
+    if split is None:
+        return list_parquet_files("train") + list_parquet_files("val")
     directory = SPLIT_DIRS[split]
     if not os.path.isdir(directory):
         return []
@@ -68,6 +80,34 @@ def default_device():
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+# ---------------------------------------------------------------------------
+# Data download (climbmix, the original's data; `python -m bench.prepare` prepares any source)
+# ---------------------------------------------------------------------------
+
+def download_single_shard(index):
+    """Download one climbmix shard into its split's directory (retries, resume, checksums). True on success."""
+    return _download(climbmix.ClimbMix(), [climbmix.shard(index)])
+
+
+def download_data(num_shards, download_workers=8):
+    """Download training shards + the pinned validation shard (and the hidden test shard)."""
+    source = climbmix.ClimbMix(workers=download_workers)
+    _download(source, source.shards(min(num_shards, climbmix.TEST_INDEX)))   # train shards end before the test shard
+
+
+def _download(source, shards):
+    """Fetch shards into DATA_DIR and TEST_DIR with bench/sources (verified, recorded in the manifest)."""
+    from rich.progress import Progress
+    from bench.sources.base import DataError, Layout, prepare_shards
+    try:
+        with Progress(transient=True) as progress:
+            report = prepare_shards(source, Layout(Path(DATA_DIR), Path(TEST_DIR)), shards, progress)
+    except DataError as e:
+        print(f"Data: {e}")
+        return False
+    print(f"Data: {len(report.fetched)} shards downloaded, {len(report.verified)} already present, at {DATA_DIR}")
+    return True
 
 # ---------------------------------------------------------------------------
 # Tokenizer training

@@ -4,7 +4,10 @@ A profile is one TOML file in bench/profiles/ with three tables:
   [task]   constants of prepare.py (sequence length, time budget, eval tokens, vocab size)
   [data]   the default data source and how much of it to prepare
   [train]  the baseline values written into train.py's hyperparameter block
-Its hash covers every value, so results of different profiles are never ranked together.
+Its hash covers every value of these tables, so results of different profiles are never ranked together.
+Two top-level keys describe the machine class, not the task, and stay out of the hash:
+  needs_gpu     true when the profile's runs only make sense on a GPU (`arbench verify` refuses a host without one)
+  noise_sigma   run-to-run standard deviation of the baseline's val_bpb, when known (the null model's scale)
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Profile:
     task: dict[str, Any]
     data: dict[str, Any]
     train: dict[str, Any] = field(default_factory=dict)
+    needs_gpu: bool = False
+    noise_sigma: float | None = None
 
     @property
     def hash(self) -> str:
@@ -49,6 +54,8 @@ class Profile:
     def to_toml(self) -> str:
         """The profile as TOML, for the copy placed beside prepare.py in a workspace."""
         lines = [f'name = {json.dumps(self.name)}', f'description = {json.dumps(self.description)}']
+        lines += ["needs_gpu = true"] if self.needs_gpu else []
+        lines += [f"noise_sigma = {self.noise_sigma!r}"] if self.noise_sigma is not None else []
         for table in ("task", "data", "train"):
             lines += ["", f"[{table}]"]
             lines += [f"{key} = {_toml_value(value)}" for key, value in getattr(self, table).items()]
@@ -69,21 +76,29 @@ def load_profile(name_or_path: str | Path) -> Profile:
         path = PROFILES_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise ProfileError(f"unknown profile {str(name_or_path)!r}; known: {', '.join(available_profiles())}")
+    return parse_profile(path.read_text(), origin=str(path), default_name=path.stem)
+
+
+def parse_profile(text: str, origin: str, default_name: str) -> Profile:
+    """A profile from its TOML text; `origin` names it in errors (a path, or a file at a commit)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"profile {path}: {e}") from None
+        raise ProfileError(f"profile {origin}: {e}") from None
     missing = [k for k in REQUIRED_TASK_KEYS if k not in raw.get("task", {})]
     if missing:
-        raise ProfileError(f"profile {path}: [task] lacks {', '.join(missing)}")
+        raise ProfileError(f"profile {origin}: [task] lacks {', '.join(missing)}")
     if "source" not in raw.get("data", {}):
-        raise ProfileError(f"profile {path}: [data] lacks source")
+        raise ProfileError(f"profile {origin}: [data] lacks source")
+    sigma = raw.get("noise_sigma")
     return Profile(
-        name=raw.get("name", path.stem),
+        name=raw.get("name", default_name),
         description=raw.get("description", ""),
         task=dict(raw["task"]),
         data=dict(raw["data"]),
         train=dict(raw.get("train", {})),
+        needs_gpu=bool(raw.get("needs_gpu", False)),
+        noise_sigma=float(sigma) if sigma is not None else None,
     )
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 app = typer.Typer(help="autoresearch-bench: which AI agent is the better autonomous scientist?",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)   # never wrapped at 80 columns in a log: lines stay greppable
 
 RuntimeOpt = Annotated[Optional[str], typer.Option(help="auto | docker | process (default: the config's)")]
 RunDir = Annotated[Path, typer.Argument(help="a run directory written by `arbench run`")]
@@ -28,7 +28,8 @@ def _user_errors():
     from harness.config import ConfigError
     from harness.data import DataMissing
     from harness.runtime.base import RuntimeError_
-    return (ConfigError, DataMissing, ProfileError, UnknownAgent, RuntimeError_, FileNotFoundError)
+    from harness.verify import InfraError
+    return (ConfigError, DataMissing, ProfileError, UnknownAgent, RuntimeError_, InfraError, FileNotFoundError)
 
 
 def _require_run_dir(run_dir: Path) -> None:
@@ -63,21 +64,36 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
 
 @app.command()
 def verify(path: Annotated[Path, typer.Argument(help="an autoresearch-style git repo with results.tsv")],
-           branch: Annotated[Optional[str], typer.Option(help="branch holding the experiments (default: current)")] = None,
+           branch: Annotated[Optional[str], typer.Option(help="branch holding the experiments: local, origin/..., "
+                                                              "or its autoresearch/ name (default: current)")] = None,
            profile: Annotated[Optional[str], typer.Option(help="profile (default: the repo's profile.toml, else h100)")] = None,
            seeds: Annotated[str, typer.Option(help="held-out seeds, comma-separated")] = "1000,1001,1002",
            runtime: RuntimeOpt = None,
-           out: Annotated[Optional[Path], typer.Option(help="where to keep the runs (default runs/verify-<repo>)")] = None):
+           out: Annotated[Optional[Path], typer.Option(help="where to keep the runs (default runs/verify-<repo>)")] = None,
+           claim_only: Annotated[bool, typer.Option("--claim-only", help="show the claim and how the fork differs "
+                                                    "from the task; train nothing")] = False,
+           sigma: Annotated[Optional[float], typer.Option(help="run-to-run sd of val_bpb for the null model "
+                                                          "(default: the profile's noise floor)")] = None):
     """Re-verify a claimed val_bpb gain: baseline vs best kept train.py on fresh seeds, val and test splits.
-    Exits 1 when a final run failed or a finding is an error."""
-    from harness.claim import verify_claim
+    Exits 0 when every verification run produced a score (--claim-only: when the fork kept the task), 1 when not,
+    2 on bad input or a host that cannot verify (no GPU, data not prepared)."""
+    from rich.markup import escape
+
+    from harness.claim import read_fork_claim, render_claim, verify_claim
     try:
         seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
         _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+    if sigma is not None and not sigma > 0:
+        _fail(f"--sigma must be positive, got {sigma}")
     try:
-        report = verify_claim(path, branch=branch, profile_name=profile, seeds=seed_list,
-                              runtime_name=runtime or "auto", out=out, console=console)
+        fork = read_fork_claim(path, branch=branch, profile_name=profile)
+        for warning in fork.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        print(render_claim(fork, sigma), flush=True)
+        if claim_only:
+            raise typer.Exit(0 if fork.comparable else 1)
+        report = verify_claim(fork, seeds=seed_list, runtime_name=runtime or "auto", out=out, console=console)
     except _user_errors() as e:
         _fail(str(e))
     print(report.text)
@@ -118,7 +134,7 @@ def status(run_dir: RunDir):
         s = read_json(folder / "session.json")
         verified = "yes" if (folder / "verification.json").exists() else "no"
         table.add_row(s["session_id"], s["status"], s["stage"], str(s["n_experiments"]), verified, s["message"][:60])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def main() -> None:

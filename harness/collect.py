@@ -1,7 +1,8 @@
 """Collection: one ExperimentRecord per results.tsv row, matched to its commit and to a real run.
 
 Three sources, none trusted on its own:
-  results.tsv   what the agent claims (program.md format: commit, val_bpb, memory_gb, status, description)
+  results.tsv   what the agent claims (program.md format: commit, val_bpb, memory_gb, status, description;
+                read by header name, so a fork's extra columns are kept and its missing optional ones are empty)
   git           every commit the agent made, discarded ones included (reflog and unreachable objects)
   run ledger    one JSON record per `python train.py`, written on the host by harness/ledger.py
 A row is matched to the commit its short hash names, and to a ledger run started at that commit (HEAD as the
@@ -14,10 +15,11 @@ row is returned as a RowProblem, never raised.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +27,8 @@ from harness.ledger import SCHEMA_VERSION as LEDGER_SCHEMA_VERSION
 from harness.workspace import file_at, git, sha256_bytes
 
 RESULTS_FILE = "results.tsv"
-RESULTS_HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")
+RESULTS_HEADER = ("commit", "val_bpb", "memory_gb", "status", "description")   # what our sessions write
+REQUIRED_COLUMNS = ("commit", "val_bpb", "status")    # a fork may drop the others and add its own
 
 Status = Literal["keep", "discard", "crash"]
 RunStatus = Literal["ok", "crash", "nan", "timeout", "missing"]
@@ -38,15 +41,17 @@ STATUSES: tuple[Status, ...] = ("keep", "discard", "crash")
 
 @dataclass(frozen=True)
 class ResultRow:
-    commit: str
+    commit: str                   # short hash as written; "" when the baseline row names none (a fork wrote "baseline")
     val_bpb: float
-    memory_gb: float
+    memory_gb: float | None       # None when the file has no memory_gb column or the cell is not a number
     status: Status
     description: str
+    extra: dict[str, str] = field(default_factory=dict)   # columns beyond the original five, by header name
+    line_no: int = field(default=0, compare=False)        # 1-based line of results.tsv (0: not read from a file)
 
     def to_line(self) -> str:
         description = " ".join(self.description.split())  # no tabs or newlines inside the column
-        return f"{self.commit}\t{self.val_bpb:.6f}\t{self.memory_gb:.1f}\t{self.status}\t{description}\n"
+        return f"{self.commit}\t{self.val_bpb:.6f}\t{self.memory_gb or 0.0:.1f}\t{self.status}\t{description}\n"
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,18 @@ def header_line() -> str:
 
 
 def parse_results(text: str) -> tuple[list[ResultRow], list[RowProblem]]:
-    lines = text.splitlines()
-    if not lines or tuple(lines[0].strip().split("\t")) != RESULTS_HEADER:
-        first = lines[0] if lines else ""
-        return [], [RowProblem(1, first, f"header is not {header_line().strip()!r}")] + _parse_rows(lines[1:], 2)[1]
-    return _parse_rows(lines[1:], 2)
-
-
-def _parse_rows(lines: list[str], first_line_no: int) -> tuple[list[ResultRow], list[RowProblem]]:
+    """Rows of results.tsv, columns found by header name (forks add columns, in any position). Lines are
+    tab-separated, csv-style quoting allowed ("a\\tb" is one field); CRLF and trailing whitespace are ignored."""
+    lines = [line.rstrip() for line in text.removeprefix("\ufeff").split("\n")]
+    columns = _split(lines[0]) if lines else []
+    columns = [c.strip().lower() for c in columns]
+    if reason := _header_problem(columns):
+        return [], [RowProblem(1, lines[0] if lines else "", reason)]
     rows, problems = [], []
-    for line_no, line in enumerate(lines, start=first_line_no):
+    for line_no, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        row_or_reason = _parse_row(line)
+        row_or_reason = _parse_row(columns, _split(line), line_no, baseline=not rows and not problems)
         if isinstance(row_or_reason, ResultRow):
             rows.append(row_or_reason)
         else:
@@ -81,22 +85,49 @@ def _parse_rows(lines: list[str], first_line_no: int) -> tuple[list[ResultRow], 
     return rows, problems
 
 
-def _parse_row(line: str) -> ResultRow | str:
-    fields = line.rstrip("\n").split("\t")
-    if len(fields) != len(RESULTS_HEADER):
-        return f"{len(fields)} tab-separated fields, expected {len(RESULTS_HEADER)}"
-    commit, val_bpb, memory_gb, status, description = (f.strip() for f in fields)
-    if not (4 <= len(commit) <= 40 and all(c in "0123456789abcdef" for c in commit.lower())):
-        return f"commit {commit!r} is not a hex hash"
-    try:
-        bpb, memory = float(val_bpb), float(memory_gb)
-    except ValueError:
-        return f"val_bpb {val_bpb!r} or memory_gb {memory_gb!r} is not a number"
-    if not (math.isfinite(bpb) and math.isfinite(memory)):
-        return f"val_bpb {val_bpb!r} or memory_gb {memory_gb!r} is not finite"
+def _split(line: str) -> list[str]:
+    return next(csv.reader([line], delimiter="\t", quotechar='"'), [])
+
+
+def _header_problem(columns: list[str]) -> str | None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        return (f"header lacks the column(s) {', '.join(missing)} (it has: {', '.join(columns) or 'nothing'}; "
+                f"expected tab-separated {', '.join(RESULTS_HEADER)} and optional others)")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    return f"header names the column(s) {', '.join(repeated)} more than once" if repeated else None
+
+
+def _parse_row(columns: list[str], fields: list[str], line_no: int, baseline: bool) -> ResultRow | str:
+    """A row; missing trailing cells of optional columns are empty (an editor strips a trailing tab). The baseline
+    row (the first) may name no commit: forks write `baseline` there."""
+    if len(fields) > len(columns):
+        return f"{len(fields)} tab-separated fields, the header has {len(columns)} (quote a description with a tab)"
+    cells = dict(zip(columns, (f.strip() for f in fields)))
+    if missing := [c for c in REQUIRED_COLUMNS if c not in cells]:
+        return f"{len(fields)} tab-separated fields: no {', '.join(missing)}"
+    commit, val_bpb, status = cells["commit"].lower(), cells["val_bpb"], cells["status"].lower()
+    if not (4 <= len(commit) <= 40 and all(c in "0123456789abcdef" for c in commit)):
+        if not baseline:
+            return f"commit {cells['commit']!r} is not a hex hash"
+        commit = ""
+    bpb = _number(val_bpb)
+    if bpb is None:
+        return f"val_bpb {val_bpb!r} is not a number"
     if status not in STATUSES:
-        return f"status {status!r} is not one of {', '.join(STATUSES)}"
-    return ResultRow(commit.lower(), bpb, memory, status, description)
+        return f"status {cells['status']!r} is not one of {', '.join(STATUSES)}"
+    extra = {c: v for c, v in cells.items() if c not in RESULTS_HEADER}
+    return ResultRow(commit, bpb, _number(cells.get("memory_gb", "")), status, cells.get("description", ""), extra,
+                     line_no)
+
+
+def _number(text: str) -> float | None:
+    """A finite float, else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def read_results(workspace: Path) -> tuple[list[ResultRow], list[RowProblem]]:
@@ -223,7 +254,7 @@ class ExperimentRecord:
     parent: str | None
     description: str
     claimed_val_bpb: float
-    memory_gb: float
+    memory_gb: float | None
     status: Status
     run_status: RunStatus        # of the matched ledger run; "missing" when none
     training_seconds: float | None
@@ -233,6 +264,7 @@ class ExperimentRecord:
     run_val_bpb: float | None    # the matched run's evaluate_bpb return value (else what it printed)
     seed: int | None
     run_dirty: bool | None       # the matched run trained a train.py that differed from the commit
+    extra_columns: str = "{}"    # the row's columns beyond the original five, as a JSON object
 
 
 def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
@@ -252,7 +284,7 @@ def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
 
 
 def _resolve(short: str, commits: dict[str, Commit]) -> Commit | None:
-    matches = [c for sha, c in commits.items() if sha.startswith(short)]
+    matches = [c for sha, c in commits.items() if sha.startswith(short)] if short else []
     return matches[0] if len(matches) == 1 else None
 
 
@@ -293,4 +325,5 @@ def _record(idx: int, row: ResultRow, commit: Commit | None, train_hash: str | N
         run_val_bpb=run.val_bpb if run else None,
         seed=run.seed if run else None,
         run_dirty=run.dirty if run else None,
+        extra_columns=json.dumps(row.extra, sort_keys=True),
     )

@@ -1,4 +1,8 @@
-"""Where a profile's prepared data lives on the host, and whether it is ready."""
+"""Where a profile's prepared data lives on the host, and whether it is ready.
+
+Nothing here downloads: data missing is a DataMissing whose message is the command that prepares it, and, for a
+source that downloads (one with a base_url), whether that source answers from this machine at all.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from bench.profile import Profile
+from bench.sources import SOURCES, get_source
 from bench.sources.base import seal_test_dir
 
 
 DATA_TARGET, TEST_TARGET = "/data", "/heldout"   # where sandboxes see the data and the hidden test split
+REACH_TIMEOUT_S = 5.0   # how long a network source may take to answer before it counts as unreachable
 
 
 class DataMissing(RuntimeError):
@@ -43,7 +51,25 @@ def require_prepared(profile: Profile, source: str | None = None) -> DataPaths:
     needed = [paths.data_dir / "train", paths.data_dir / "val", paths.test_dir, paths.tokenizer_dir / "tokenizer.pkl"]
     missing = [p for p in needed if not p.exists() or (p.is_dir() and not any(p.glob("*.parquet")))]
     if missing:
-        raise DataMissing(f"data for profile {profile.name} (source {source or profile.source}) is not prepared "
-                          f"(missing {missing[0]}); run: python -m bench.prepare --profile {profile.name} "
-                          f"--source {source or profile.source}")
+        raise DataMissing(_missing_message(profile, source or profile.source, paths, missing[0]))
     return paths
+
+
+def _missing_message(profile: Profile, source: str, paths: DataPaths, first_missing: Path) -> str:
+    command = f"python -m bench.prepare --profile {profile.name} --source {source}"
+    message = f"data for profile {profile.name} (source {source}) is not prepared (missing {first_missing}); "
+    url = getattr(get_source(source), "base_url", None) if source in SOURCES else None
+    if url is None or _reachable(url):
+        return message + f"run: {command}"
+    return message + (f"its source {url} is unreachable from this machine, so no download can work here: run "
+                      f"`{command}` where there is network, then copy {paths.data_dir} and {paths.test_dir} "
+                      f"to the same places here (or set ARBENCH_CACHE to a copy of {cache_dir()})")
+
+
+def _reachable(url: str) -> bool:
+    """Whether an HTTP server answers at url within REACH_TIMEOUT_S (any status counts: it answered)."""
+    try:
+        httpx.head(url, timeout=REACH_TIMEOUT_S)
+    except (httpx.HTTPError, httpx.InvalidURL):
+        return False
+    return True

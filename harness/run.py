@@ -45,8 +45,11 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
                   console: Console | None = None) -> RunResult:
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
-    data = require_prepared(config.profile, config.source)
     slots = host_slots(config.gpus, config.parallel)
+    if config.profile.needs_gpu and slots[0] is None:
+        raise ConfigError(f"profile {config.profile.name} needs a GPU and this host reports none (nvidia-smi -L); "
+                          "run it on a GPU host, or use a CPU profile such as cpu-tiny")
+    data = require_prepared(config.profile, config.source)
     runtime = get_runtime(runtime_name or config.runtime, cpus=max(1, (os.cpu_count() or 1) // len(slots)))
     _claim_run_dir(config, run_dir, runtime.name)
     specs = plan(config)

@@ -177,11 +177,16 @@ def seal_test_dir(test_dir: Path) -> None:
 
 def prepare_data(source: Source, layout: Layout, train_shards: int, progress: Progress) -> DataReport:
     """Make every shard of the source present and verified; fetch the missing or corrupt ones."""
+    return prepare_shards(source, layout, source.shards(train_shards), progress)
+
+
+def prepare_shards(source: Source, layout: Layout, shards: list[Shard], progress: Progress) -> DataReport:
+    """Make these shards of the source present and verified; fetch the missing or corrupt ones."""
     layout.test_dir.mkdir(parents=True, exist_ok=True)
     seal_test_dir(layout.test_dir)
     manifests = {root: open_manifest(root, source) for root in (layout.data_dir, layout.test_dir)}
     report, todo = DataReport(fetched=[], verified=[]), []
-    for shard in source.shards(train_shards):
+    for shard in shards:
         root, relpath = layout.root(shard), layout.relpath(shard)
         problem = manifests[root].verify(root, relpath)
         if problem is None:

@@ -22,15 +22,17 @@ from harness.runtime.base import ExecResult, Runtime, Sandbox, SandboxSpec
 KILL_GRACE_S = 5.0
 KEPT_ENV = ("LANG", "LC_ALL", "TERM", "TZ")
 SITECUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "bench" / "sitecustomize"
+SHIMS_DIR = Path(__file__).resolve().parents[2] / "bench" / "shims"   # offline stand-ins: `kernels` (bench/shims)
 
 
 def scrubbed_env(home: Path, cpus: int | None) -> dict[str, str]:
-    """A minimal environment: the harness's Python first on PATH, bench's seeding hooks, nothing from the host."""
+    """A minimal environment: the harness's Python first on PATH, bench's seeding hooks and stand-ins, nothing from
+    the host."""
     env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = str(SITECUSTOMIZE_DIR)
+    env["PYTHONPATH"] = os.pathsep.join([str(SITECUSTOMIZE_DIR), str(SHIMS_DIR)])
     if cpus:
         env["OMP_NUM_THREADS"] = str(cpus)
     return env

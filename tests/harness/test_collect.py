@@ -79,6 +79,20 @@ def test_discarded_commits_are_found_without_reflog(control_session, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_agents_extra_columns_reach_the_experiments_table(control_session, tmp_path):
+    """An agent may log more than the five columns (e.g. tok/s between memory_gb and status): kept, by name."""
+    s = control_session("noop", 3)
+    workspace = shutil.copytree(s.workspace, tmp_path / "ws")
+    rows, _ = read_results(s.workspace)
+    (workspace / "results.tsv").write_text("commit\tval_bpb\tmemory_gb\ttok_per_sec\tstatus\tdescription\n" + "".join(
+        f"{r.commit}\t{r.val_bpb:.6f}\t{r.memory_gb}\t{1000 + i}\t{r.status}\t{r.description}\n"
+        for i, r in enumerate(rows)))
+    records = collect(workspace, s.ledger)
+    assert [json.loads(r.extra_columns) for r in records] == [{"tok_per_sec": str(1000 + i)} for i in range(3)]
+    assert [replace(r, extra_columns="{}") for r in records] == collect(s.workspace, s.ledger)
+
+
+@pytest.mark.slow
 def test_without_a_ledger_every_run_is_missing(control_session):
     s = control_session("noop", 3)
     records = collect(s.workspace, None)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.schedule import visible_gpus
 from support import fast_profile, write_config
 
 pytestmark = pytest.mark.slow
@@ -115,6 +116,14 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     result = arbench(*args, check=False)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(bool(visible_gpus()), reason="this host has a GPU")
+def test_a_gpu_profile_on_a_host_without_a_gpu_is_one_clear_line(tmp_path):
+    config = tmp_path / "h100.toml"
+    config.write_text('run_id = "h"\nprofile = "h100"\nagents = ["noop"]\n')
+    result = arbench("run", config, "--out", tmp_path / "out", check=False)
+    assert result.returncode == 2 and "profile h100 needs a GPU" in result.stderr, result.stderr
 
 
 def test_unknown_agent_in_config_is_rejected(tmp_path):
