@@ -5,7 +5,8 @@
 
 The child (`--child`, internal) seeds Python, NumPy and torch from the run seed, remaps every seed that
 train.py sets itself (install_seed_hooks), and runs train.py as __main__, like `python train.py`, in its
-own process group. The parent classifies what happened, writes OUT.json and exits 0 whatever train.py did.
+own process group. The parent classifies what happened, writes OUT.json (bench.contracts.RunOutcome) and exits 0
+whatever train.py did.
 
 Untrusted mode (no --trusted): the parent never imports torch; it kills the group at --timeout
 (default 2x the profile's time budget + STARTUP_ALLOWANCE_S) and reads val_bpb from train.py's summary.
@@ -61,12 +62,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-Status = Literal["ok", "crash", "nan", "timeout", "over_budget", "noncausal"]
-SCHEMA_VERSION = 3           # 3: substitutions
+from bench.contracts import LEDGER_SOCKET_ENV, RunOutcome, RunStatus
+
 STARTUP_ALLOWANCE_S = 60.0   # default train limit: budget + this (process start, imports, warm-up steps)
 EVAL_ALLOWANCE_S = 180.0     # default eval limit
 KILL_GRACE_S = 5.0
@@ -78,27 +79,6 @@ BENCH_ROOT = Path(__file__).resolve().parent.parent   # the directory that holds
 CHILD_USER_ENV = "ARBENCH_CHILD_USER"                  # trusted mode, launcher as root: who train.py runs as
 SUBSTITUTION_PREFIX = "[arbench] substitution: "       # starts a stand-in's line in the log (bench/shims)
 MAX_SUBSTITUTIONS, MAX_SUBSTITUTION_CHARS = 10, 300    # bounds on what the log (train.py's output) can put in a report
-
-
-@dataclass
-class RunOutcome:
-    status: Status
-    message: str
-    seed: int
-    wall_seconds: float
-    summary: dict[str, float]
-    trusted: dict[str, float] | None = None      # split -> bpb computed by the parent (bench.trusted_eval)
-    untrained: dict[str, float] | None = None    # split -> bpb of the uniform distribution (trusted mode)
-    checks: dict[str, Any] | None = None         # {causal: bool, pre_eval_seconds: float, ...} in trusted mode
-    substitutions: list[str] = field(default_factory=list)   # stand-ins that served train.py (parse_substitutions)
-    schema_version: int = SCHEMA_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunOutcome:
-        return cls(**json.loads(text))
 
 
 # ---------------------------------------------------------------------------
@@ -130,7 +110,7 @@ def parse_substitutions(output: str) -> list[str]:
 NAN_LOSS = re.compile(r"\bloss: (nan|inf)", re.IGNORECASE)
 
 
-def classify(exit_code: int | None, timed_out: bool, output: str, needs_val_bpb: bool = True) -> tuple[Status, str]:
+def classify(exit_code: int | None, timed_out: bool, output: str, needs_val_bpb: bool = True) -> tuple[RunStatus, str]:
     """What happened to one run of train.py, from its exit and its output."""
     summary = parse_summary(output)
     lines = output.splitlines()
@@ -352,7 +332,7 @@ class Limits:
 def _child_env(train_py: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_ROOT), env.get("PYTHONPATH")]))
-    env.pop("ARBENCH_LEDGER_SOCKET", None)   # the launcher reports itself; sitecustomize need not
+    env.pop(LEDGER_SOCKET_ENV, None)   # the launcher reports itself; sitecustomize need not
     if profile_path(train_py):
         env["ARBENCH_PROFILE"] = profile_path(train_py)
     return env
@@ -522,7 +502,7 @@ class _TrustedRun:
 
     def __init__(self, link: Link, proc: subprocess.Popen, limits: Limits, start: float):
         self.link, self.proc, self.limits, self.start = link, proc, limits, start
-        self.status: Status | None = None
+        self.status: RunStatus | None = None
         self.message = ""
         self.hello: Hello | None = None
         self.trusted: dict[str, float] | None = None

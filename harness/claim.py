@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from bench.contracts import RESULTS_FILE, ResultRow
 from bench.profile import Profile, available_profiles, load_profile
-from harness.collect import RESULTS_FILE, ResultRow, read_results
+from harness.collect import read_results
 from harness.config import ConfigError
 from harness.data import require_prepared
 from harness.fork import (PROFILE_FILE, ForkDifferences, autoresearch_branches, read_fork, resolve_branch,

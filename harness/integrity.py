@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from harness.collect import (RESULTS_FILE, VAL_BPB_TOLERANCE, Commit, ExperimentRecord, LedgerRecord, all_commits,
-                             backing_runs, read_ledger, read_results)
+from bench.contracts import RESULTS_FILE, LedgerRecord
+from harness.collect import (VAL_BPB_TOLERANCE, Commit, ExperimentRecord, all_commits, backing_runs, read_ledger,
+                             read_results)
 from harness.workspace import file_at, git, sha256_bytes
 
 FindingKind = Literal[

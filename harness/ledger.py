@@ -16,7 +16,8 @@ that already has a run) is recorded with forged=true and a reason. What the clie
 values, exit code, status, printed summary) is kept under "client" as its word, never as a measurement.
 Every SCAN_INTERVAL_S /proc is scanned for python processes running the workspace's train.py; one that never
 connected (`python -I train.py`, the variable or PYTHONPATH removed) gets a record with observed_only=true.
-Records go to a host folder the sandbox never sees, one JSON per run, each write atomic.
+Records go to a host folder the sandbox never sees, one JSON per run (bench.contracts.LedgerRecord), each write
+atomic.
 
 Not covered: code inside a real train.py process speaks with the client's voice (it can send a faked evaluate_bpb
 value or exit code); the trusted verifier's re-training answers that. A run that never connects and lasts less than
@@ -35,15 +36,15 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from importlib.machinery import (BYTECODE_SUFFIXES, EXTENSION_SUFFIXES, SOURCE_SUFFIXES, ExtensionFileLoader,
                                  FileFinder, SourceFileLoader, SourcelessFileLoader)
 from pathlib import Path
 
+from bench.contracts import LEDGER_ACK, LedgerRecord
 from harness.store import write_json
 from harness.workspace import sha256_bytes
 
-SCHEMA_VERSION = 2            # 1 was the in-sandbox ledger, written by train.py's own process: not read any more
-SOCKET_ENV = "ARBENCH_LEDGER_SOCKET"
 SOCKET_NAME = "ledger.sock"
 SCAN_INTERVAL_S = 0.5         # /proc scan for runs that never connected
 POLL_S = 0.05                 # how often a run whose socket closed is checked for being gone
@@ -53,8 +54,9 @@ PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X", "-Q")
 
 
 class LedgerService:
-    """with LedgerService(workspace, records_dir) as ledger: mount ledger.socket_dir read-only, set SOCKET_ENV to
-    the sandbox's path of ledger.socket_path; on leaving, every record is final."""
+    """with LedgerService(workspace, records_dir) as ledger: mount ledger.socket_dir read-only, set
+    bench.contracts.LEDGER_SOCKET_ENV to the sandbox's path of ledger.socket_path; on leaving, every record is
+    final."""
 
     def __init__(self, workspace: Path, records_dir: Path):
         self.workspace, self.records_dir = workspace, records_dir
@@ -123,20 +125,19 @@ class LedgerService:
                 self._count += 1
                 path = self.records_dir / f"run-{int(started_at * 1000)}-{pid}-{self._count}.json"
                 self._runs.setdefault((pid, ticks), path)
-            record = {"schema_version": SCHEMA_VERSION, "pid": pid, "cmdline": _cmdline(pid), "forged": reason is not None,
-                      "forged_reason": reason, "observed_only": False, "started_at": started_at, "ended_at": None,
-                      "socket_closed_at": None, **workspace_state(self.workspace), "client": {"evaluations": []}}
-            write_json(path, record)
+            record = LedgerRecord(pid=pid, cmdline=_cmdline(pid), forged=reason is not None, forged_reason=reason,
+                                  observed_only=False, started_at=started_at, **workspace_state(self.workspace))
+            write_json(path, record.to_dict())
             try:
-                conn.sendall(b'{"recorded": true}\n')
+                conn.sendall(LEDGER_ACK)
             except OSError:   # a client that does not wait for the answer: its record stands all the same
                 pass
             for message in _messages(conn, self._stopping):
-                _take(record["client"], message)
-                write_json(path, record)
-            record["socket_closed_at"] = time.time()
-            record["ended_at"] = self._wait_gone(pid, ticks)
-            write_json(path, record)
+                record = replace(record, client=record.client.take(message))
+                write_json(path, record.to_dict())
+            record = replace(record, socket_closed_at=time.time())
+            record = replace(record, ended_at=self._wait_gone(pid, ticks))
+            write_json(path, record.to_dict())
 
     def _wait_gone(self, pid: int, ticks: str | None) -> float | None:
         """Host time at which the process was seen gone; None when it outlived the service."""
@@ -163,11 +164,8 @@ class LedgerService:
     def _record_unconnected(self) -> None:
         for (pid, ticks), seen_at in self._seen.items():
             if (pid, ticks) not in self._runs:
-                write_json(self.records_dir / f"unrecorded-{int(seen_at * 1000)}-{pid}.json", {
-                    "schema_version": SCHEMA_VERSION, "pid": pid, "cmdline": [], "forged": False,
-                    "forged_reason": None, "observed_only": True, "started_at": seen_at, "ended_at": None,
-                    "socket_closed_at": None, "head_commit": None, "dirty": None, "sha256": {},
-                    "client": {"evaluations": []}})
+                record = LedgerRecord(pid=pid, forged=False, forged_reason=None, observed_only=True, started_at=seen_at)
+                write_json(self.records_dir / f"unrecorded-{int(seen_at * 1000)}-{pid}.json", record.to_dict())
 
 
 def _messages(conn: socket.socket, stopping: threading.Event):
@@ -192,14 +190,6 @@ def _messages(conn: socket.socket, stopping: threading.Event):
                 continue
             if isinstance(message, dict):
                 yield message
-
-
-def _take(client: dict, message: dict) -> None:
-    """The client's word, kept as such: evaluate_bpb's return values, then how the run ended."""
-    if message.get("event") == "evaluate" and isinstance(message.get("bpb"), (int, float)):
-        client["evaluations"].append({"split": str(message.get("split")), "bpb": float(message["bpb"])})
-    elif message.get("event") == "exit":
-        client.update({key: message.get(key) for key in ("seed", "exit_code", "status", "message", "summary")})
 
 
 # ---------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from agents.registry import get_agent
+from bench.contracts import LEDGER_SOCKET_ENV, SEED_ENV
 from bench.profile import Profile
 from harness.collect import collect
 from harness.config import Budget
 from harness.data import DATA_TARGET, DataPaths
 from harness.integrity import check_integrity
-from harness.ledger import SOCKET_ENV, LedgerService
+from harness.ledger import LedgerService
 from harness.provenance import project_revision
 from harness.runtime.base import Mount, Runtime, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
@@ -118,8 +119,8 @@ def _run_stages(spec, folder, runtime, data, record, gpu) -> SessionRecord:
 
     with LedgerService(workspace, ledger) as service, \
             runtime.open(agent_sandbox(spec, folder, data, gpu, service.socket_dir)) as sandbox:
-        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), SOCKET_ENV: sandbox.path(service.socket_path),
-               "ARBENCH_SEED": str(spec.seed)}
+        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), LEDGER_SOCKET_ENV: sandbox.path(service.socket_path),
+               SEED_ENV: str(spec.seed)}
         result = sandbox.exec(adapter.command(spec.budget.experiments, spec.seed), folder / "agent.log",
                               timeout_s=spec.budget.seconds, env=env)
     status, message = _agent_outcome(result, folder / "agent.log")

@@ -46,6 +46,7 @@ from typing import Literal
 
 import numpy as np
 
+from bench.contracts import RunOutcome, RunStatus
 from bench.launch import EVAL_ALLOWANCE_S, STARTUP_ALLOWANCE_S
 from bench.profile import Profile
 from harness.data import DATA_TARGET, TEST_TARGET, DataPaths
@@ -56,7 +57,6 @@ from harness.store import read_json, write_json
 from harness.workspace import file_at, sha256_bytes
 
 Role = Literal["baseline", "final"]
-RunStatus = Literal["ok", "crash", "nan", "timeout", "over_budget", "noncausal"]
 PairStatus = Literal["ok", "drift", "baseline_failed"]
 
 MAX_ATTEMPTS = 3            # tries of one pair before it is excluded
@@ -387,8 +387,8 @@ class Verifier:
         return record
 
     def _launch_retrying_infra(self, work: Path, seed: int, gpu: int | None, train_limit: float | None,
-                               eval_limit: float | None) -> dict:
-        """The launcher's RunOutcome as JSON, retrying a run the infrastructure failed; InfraError after that."""
+                               eval_limit: float | None) -> RunOutcome:
+        """The launcher's RunOutcome, retrying a run the infrastructure failed; InfraError after that."""
         reason = ""
         for n in range(INFRA_ATTEMPTS):
             if n:
@@ -402,8 +402,8 @@ class Verifier:
                          f"{reason}")
 
     def _launch(self, work: Path, seed: int, gpu: int | None, train_limit: float | None,
-                eval_limit: float | None) -> dict:
-        """The launcher's RunOutcome as JSON. A launcher timed out without one failed the run; one that exited
+                eval_limit: float | None) -> RunOutcome:
+        """The launcher's RunOutcome (result.json). A launcher timed out without one failed the run; one that exited
         without one is the infrastructure's failure (raised): it never runs agent code in its own process."""
         pair_key, attempt = work.parent.parent.parent.name, work.parent.name
         spec = SandboxSpec(name=f"arbench-verify-{pair_key}-{seed}-{attempt}-{work.name}", workspace=work,
@@ -423,12 +423,14 @@ class Verifier:
             argv = ["python", "-m", "bench.launch", "--seed", str(seed), "--result", "result.json",
                     "--log", "run.log", "--trusted", ",".join(self.splits), *limits, "train.py"]
             result = sandbox.exec(argv, work / "launcher.log", timeout_s=timeout, env=env)
-        outcome = read_json(work / "result.json")
-        if outcome is None and not result.timed_out:
+        if (work / "result.json").exists():
+            return RunOutcome.from_json((work / "result.json").read_text())
+        if not result.timed_out:
             raise RuntimeError_(f"the launcher exited with code {result.exit_code} and wrote no result; "
                                 f"see {work / 'launcher.log'}")
-        return outcome or {"status": "timeout", "message": f"killed at the sandbox timeout ({timeout:.0f}s) before the "
-                           f"launcher wrote a result; see {work.name}/launcher.log"}
+        return RunOutcome(status="timeout", message=f"killed at the sandbox timeout ({timeout:.0f}s) before the "
+                          f"launcher wrote a result; see {work.name}/launcher.log", seed=seed,
+                          wall_seconds=round(result.seconds, 3), summary={})
 
     def verify(self, baseline: tuple[str, bytes], final: tuple[str, bytes], gpu: int | None = None) -> Verification:
         """Every pair of (baseline commit, train.py) and (final commit, train.py), as rows and findings; each run
@@ -437,18 +439,18 @@ class Verifier:
         return verification(pairs, baseline[0], final[0], self.splits)
 
 
-def _record(role: Role, train_py: bytes, seed: int, outcome: dict, train_limit: float | None,
+def _record(role: Role, train_py: bytes, seed: int, outcome: RunOutcome, train_limit: float | None,
             eval_limit: float | None, node: str, slot: int | None, started: float) -> RunRecord:
-    checks = outcome.get("checks") or {}
+    checks = outcome.checks or {}
     return RunRecord(
-        role=role, train_py_hash=sha256_bytes(train_py)[:16], seed=seed, status=outcome["status"],
-        message=outcome.get("message", ""), trusted=outcome.get("trusted"), untrained=outcome.get("untrained"),
+        role=role, train_py_hash=sha256_bytes(train_py)[:16], seed=seed, status=outcome.status,
+        message=outcome.message, trusted=outcome.trusted, untrained=outcome.untrained,
         steps=checks.get("train_steps"), train_tokens=checks.get("train_tokens"),
         tokens_per_second=checks.get("tokens_per_second"), pre_eval_seconds=checks.get("pre_eval_seconds"),
         eval_seconds=checks.get("eval_seconds"), neighbour_load=checks.get("neighbour_load"),
         init_fingerprint=checks.get("init_fingerprint"), train_limit=train_limit, eval_limit=eval_limit,
         node=node, slot=slot, started_at=round(started, 3), training_seconds=checks.get("training_seconds"),
-        substitutions=list(outcome.get("substitutions") or []))
+        substitutions=list(outcome.substitutions))
 
 
 def verification(pairs: list[PairResult], baseline_commit: str, final_commit: str,

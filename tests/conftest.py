@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.contracts import LEDGER_SOCKET_ENV
 from bench.profile import load_profile
 from harness.data import DataMissing, DataPaths, require_prepared
-from harness.ledger import SOCKET_ENV, LedgerService
+from harness.ledger import LedgerService
 from harness.runtime import get_runtime
 from harness.runtime.base import ExecResult, RuntimeError_, SandboxSpec
 from harness.runtime.docker import DockerRuntime, docker_available
@@ -50,7 +51,8 @@ def new_session_folder(root: Path, data: DataPaths, tag: str, seed: int = 0) -> 
     workspace, ledger = root / "workspace", root / "ledger"
     baseline = make_workspace(workspace, fast_profile(), tag=tag)
     with LedgerService(workspace, ledger) as service:
-        env = {"ARBENCH_DATA_DIR": str(data.data_dir), SOCKET_ENV: str(service.socket_path), "ARBENCH_SEED": str(seed)}
+        env = {"ARBENCH_DATA_DIR": str(data.data_dir), LEDGER_SOCKET_ENV: str(service.socket_path),
+               "ARBENCH_SEED": str(seed)}
         yield SessionFolder(workspace, ledger, baseline, env, service)
 
 

@@ -8,6 +8,9 @@ Run 0 is the unmodified baseline. Each later experiment: propose an edit, write 
 A control only decides what to try (`propose`) and may learn from the result (`observe`: an ask/tell seam that
 a Bayesian optimiser plugs into). A kill at any point leaves a consistent workspace: rows are appended in one
 write, and the training process is killed with the control (same process group; SIGTERM is turned into an exit).
+
+Like every agent, a control imports only bench/ (results.tsv's format: bench/contracts.py) and agents/, never the
+harness that grades it; its git calls go through `git` below.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.contracts import RESULTS_FILE, ExperimentStatus, ResultRow, header_line
 from bench.profile import load_profile
-from harness.collect import RESULTS_FILE, ResultRow, Status, header_line
-from harness.workspace import git
 
 STARTUP_ALLOWANCE_S = 120.0  # imports, data loading and the final evaluation, on top of 2x the training budget
 RUN_LOG = "run.log"
@@ -59,7 +61,7 @@ class Control:
     def propose(self) -> Proposal:
         raise NotImplementedError
 
-    def observe(self, proposal: Proposal, outcome: Outcome, status: Status) -> None:
+    def observe(self, proposal: Proposal, outcome: Outcome, status: ExperimentStatus) -> None:
         """Told every result; the default control does not learn."""
 
     # --- the protocol --------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class Control:
                     proc.wait()
         return read_run_log((self.workspace / RUN_LOG).read_text(errors="replace"))
 
-    def judge(self, outcome: Outcome) -> Status:
+    def judge(self, outcome: Outcome) -> ExperimentStatus:
         if outcome.val_bpb is None:
             return "crash"
         if outcome.val_bpb < self.best:
@@ -123,6 +125,14 @@ class Control:
 
     def read(self, path: str) -> str:
         return (self.workspace / path).read_text()
+
+
+def git(workspace: Path, *args: str) -> str:
+    """`git -C workspace ARGS`, its output stripped; RuntimeError with git's message when it fails."""
+    result = subprocess.run(["git", "-C", str(workspace), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {workspace}: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def read_run_log(text: str) -> Outcome:

@@ -1,14 +1,14 @@
 """Imported by every Python started with this directory on PYTHONPATH; acts only when the main script is train.py.
 
-- ARBENCH_SEED set: bench.launch.install_seed_hooks(seed), so an agent's plain `python train.py` runs
-  under the session's seed, and seeds train.py sets itself are remapped.
-- ARBENCH_LEDGER_SOCKET set: the run reports to the host's run ledger (harness/ledger.py) before any train.py code
-  runs: it connects and waits for the service's answer (the service measures the run itself: pid, files, HEAD,
-  times). When the module `prepare` is first imported its evaluate_bpb is wrapped, so each value it returns is
-  sent before train.py sees it. At exit: the exit code as seen from inside (sys.exit()/exit() codes, 1 for an
-  uncaught exception, else 0), status and the summary parsed from stdout, which is teed for that purpose.
-  The service keeps all of this as the client's word. A ledger that cannot be reached is said on stderr; the
-  run goes on, unrecorded.
+- ARBENCH_SEED set (bench.contracts.SEED_ENV): bench.launch.install_seed_hooks(seed), so an agent's plain
+  `python train.py` runs under the session's seed, and seeds train.py sets itself are remapped.
+- ARBENCH_LEDGER_SOCKET set (bench.contracts.LEDGER_SOCKET_ENV): the run reports to the host's run ledger
+  (harness/ledger.py) before any train.py code runs: it connects and waits for the service's answer (the service
+  measures the run itself: pid, files, HEAD, times). When the module `prepare` is first imported its evaluate_bpb
+  is wrapped, so each value it returns is sent before train.py sees it. At exit: the exit code as seen from inside
+  (sys.exit()/exit() codes, 1 for an uncaught exception, else 0), status and the summary parsed from stdout, which
+  is teed for that purpose. The messages are bench.contracts' (evaluate_message, exit_message); the service keeps
+  them as the client's word. A ledger that cannot be reached is said on stderr; the run goes on, unrecorded.
 """
 
 import os
@@ -21,13 +21,14 @@ def _main_is_train_py() -> bool:
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "train.py"
 
 
-def _import_launch():
+def _import_bench(name: str):
+    """bench.<name>, also where bench is not installed (it sits two levels above this file)."""
+    import importlib
     try:
-        from bench import launch
-    except ImportError:   # bench not installed: it sits two levels above this file
+        return importlib.import_module(f"bench.{name}")
+    except ImportError:
         sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        from bench import launch
-    return launch
+        return importlib.import_module(f"bench.{name}")
 
 
 class _Tee:
@@ -116,13 +117,15 @@ class _WrappingLoader:
 
 
 def _reporting(evaluate, send):
+    contracts = _import_bench("contracts")
+
     def evaluate_bpb(*args, **kwargs):
         bpb = evaluate(*args, **kwargs)
         split = kwargs.get("split", args[3] if len(args) > 3 else "val")
         try:
-            send({"event": "evaluate", "split": str(split), "bpb": float(bpb)})
+            send(contracts.evaluate_message(str(split), float(bpb)))
         except (TypeError, ValueError):
-            send({"event": "evaluate", "split": str(split), "bpb": None})
+            send(contracts.evaluate_message(str(split), None))
         return bpb
     evaluate_bpb.__name__, evaluate_bpb.__doc__ = evaluate.__name__, evaluate.__doc__
     return evaluate_bpb
@@ -138,7 +141,7 @@ def _start_ledger(socket_path: str, seed) -> None:
     conn.settimeout(None)
     send = _sender(conn)
     sys.meta_path.insert(0, _PrepareFinder(send))
-    launch = _import_launch()
+    launch, contracts = _import_bench("launch"), _import_bench("contracts")
     tee = sys.stdout = _Tee(sys.stdout)
     exit_code, error = [0], [""]
 
@@ -156,8 +159,7 @@ def _start_ledger(socket_path: str, seed) -> None:
     def finish():
         output = tee.text()
         status, message = launch.classify(exit_code[0], False, output)
-        send({"event": "exit", "seed": seed, "exit_code": exit_code[0], "status": status,
-              "message": error[0] or message, "summary": launch.parse_summary(output)})
+        send(contracts.exit_message(seed, exit_code[0], status, error[0] or message, launch.parse_summary(output)))
 
     sys.exit = recording_exit(sys.exit)
     builtins.exit = recording_exit(builtins.exit)
@@ -167,11 +169,12 @@ def _start_ledger(socket_path: str, seed) -> None:
 
 
 def _activate() -> None:
-    seed = int(os.environ["ARBENCH_SEED"]) if os.environ.get("ARBENCH_SEED") else None
+    contracts = _import_bench("contracts")
+    seed = int(os.environ[contracts.SEED_ENV]) if os.environ.get(contracts.SEED_ENV) else None
     if seed is not None:
-        _import_launch().install_seed_hooks(seed)
-    if os.environ.get("ARBENCH_LEDGER_SOCKET"):
-        _start_ledger(os.environ["ARBENCH_LEDGER_SOCKET"], seed)
+        _import_bench("launch").install_seed_hooks(seed)
+    if os.environ.get(contracts.LEDGER_SOCKET_ENV):
+        _start_ledger(os.environ[contracts.LEDGER_SOCKET_ENV], seed)
 
 
 if _main_is_train_py():

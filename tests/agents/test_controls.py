@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agents.controls import CONTROLS
-from harness.collect import VAL_BPB_TOLERANCE, collect, parse_results
+from bench.contracts import parse_results
+from harness.collect import VAL_BPB_TOLERANCE, collect
 from harness.integrity import check_integrity
 from harness.runtime.process import scrubbed_env
 from harness.workspace import git

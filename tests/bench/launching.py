@@ -10,7 +10,7 @@ import sys
 import types
 from pathlib import Path
 
-from bench.launch import RunOutcome
+from bench.contracts import RunOutcome
 from bench.profile import Profile, load_profile, render_train_py
 from harness.benchmark import step_limited, write_workspace
 from harness.data import DataPaths

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.launch import CHILD_USER_ENV, RunOutcome
+from bench.contracts import RunOutcome
+from bench.launch import CHILD_USER_ENV
 from harness.data import DATA_TARGET, TEST_TARGET, DataPaths
 from harness.runtime.base import Mount, SandboxSpec
 from harness.runtime.docker import AGENT_USER

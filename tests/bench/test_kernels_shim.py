@@ -16,7 +16,8 @@ import pytest
 import torch
 from launching import small_profile, workspace
 
-from bench.launch import RunOutcome, parse_substitutions
+from bench.contracts import RunOutcome
+from bench.launch import parse_substitutions
 from harness.runtime import get_runtime
 from harness.runtime.base import SandboxSpec
 from harness.runtime.process import SHIMS_DIR

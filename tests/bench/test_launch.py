@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from launching import SITECUSTOMIZE_DIR, launch, run_env, workspace
 
-from bench.launch import RunOutcome, classify, parse_summary
+from bench.contracts import RunOutcome
+from bench.launch import classify, parse_summary
 
 SUMMARY = """step 00010 (50.0%) | loss: 4.1\r
 ---

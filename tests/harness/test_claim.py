@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bench.original import CONSTANTS
 from bench.profile import load_profile
 from harness.cli import app
-from harness.collect import ResultRow, parse_results
+from bench.contracts import ResultRow, parse_results
 from harness.fork import read_constants
 from harness.workspace import git, make_workspace
 from support import fast_profile

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.collect import ResultRow, collect, header_line, parse_results, read_results
+from bench.contracts import ResultRow, header_line, parse_results
+from harness.collect import collect, read_results
 from harness.integrity import check_integrity
 from harness.runtime.process import scrubbed_env
 from harness.workspace import file_at, git, sha256_bytes

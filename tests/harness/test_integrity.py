@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.contracts import LEDGER_SOCKET_ENV
 from harness.collect import collect
 from harness.integrity import Finding, check_integrity, seed_settings
-from harness.ledger import SOCKET_ENV, LedgerService
+from harness.ledger import LedgerService
 from harness.runtime.process import scrubbed_env
 from harness.workspace import git
 
@@ -64,7 +65,7 @@ def ws(control_session, corpus_data, tmp_path) -> Iterator[Copy]:
     workspace = shutil.copytree(s.workspace, tmp_path / "workspace")
     with LedgerService(workspace, ledger) as service:
         env = scrubbed_env(tmp_path / "home", cpus=2) | {"ARBENCH_DATA_DIR": str(corpus_data.data_dir),
-                                                         SOCKET_ENV: str(service.socket_path)}
+                                                         LEDGER_SOCKET_ENV: str(service.socket_path)}
         yield Copy(workspace, ledger, s.baseline.files, env, service)
 
 

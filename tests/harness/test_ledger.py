@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness.benchmark import step_limited
-from harness.collect import ResultRow, collect, header_line, read_ledger
+from bench.contracts import LEDGER_SOCKET_ENV, ResultRow, header_line
+from harness.collect import collect, read_ledger
 from harness.config import Budget
 from harness.integrity import check_integrity
-from harness.ledger import SOCKET_ENV, LedgerService, script_argument
+from harness.ledger import LedgerService, script_argument
 from harness.runtime.process import scrubbed_env
 from harness.session import SessionSpec, agent_sandbox
 from harness.workspace import git, sha256_bytes
@@ -177,7 +178,7 @@ def test_a_run_that_never_connects_is_found_in_proc(session_folder, corpus_data,
     ws = folder.workspace
     commit(ws, "import time\ntime.sleep(2)\n", "sleeps")
     with LedgerService(ws, tmp_path / "records") as service:
-        env = scrubbed_env(tmp_path / "home", cpus=2) | {SOCKET_ENV: str(service.socket_path)}
+        env = scrubbed_env(tmp_path / "home", cpus=2) | {LEDGER_SOCKET_ENV: str(service.socket_path)}
         subprocess.run([sys.executable, "-I", "train.py"], cwd=ws, env=env, check=True, timeout=60)
         subprocess.run([sys.executable, "train.py"], cwd=ws, env=env, check=True, timeout=60)
     unrecorded, recorded = sorted(records(tmp_path / "records"), key=lambda r: r["observed_only"], reverse=True)
@@ -253,7 +254,7 @@ def test_in_docker_the_ledger_is_out_of_the_agents_reach(docker_runtime, session
              "print('pid in container', os.getpid())\n")
     with docker_runtime.open(agent_sandbox(spec, tmp_path, corpus_data, None, folder.service.socket_dir)) as sandbox:
         assert sandbox.spec.mounts[1].read_only
-        env = {SOCKET_ENV: sandbox.path(folder.service.socket_path),
+        env = {LEDGER_SOCKET_ENV: sandbox.path(folder.service.socket_path),
                "ARBENCH_DATA_DIR": sandbox.path(corpus_data.data_dir), "ARBENCH_SEED": "0"}
         probed = sandbox.exec(["python", "-c", probe], tmp_path / "probe.log", timeout_s=60, env=env)
         trained = sandbox.exec(["python", "train.py"], tmp_path / "train.log", timeout_s=300, env=env)
