@@ -4,7 +4,8 @@ Runs the baseline train.py the way an agent does (`python train.py`, seeded thro
 sitecustomize) in a fresh workspace, a few times, and prints per experiment: wall seconds split into
 startup (process start to the first step), training (first to last step, warm-up steps included;
 `counted` is the budgeted training time train.py reports), eval (last step to the summary), tokens
-per second over the counted steps, and val_bpb; plus the val_bpb of the untrained model. Prints, never asserts.
+per second over the counted steps, and val_bpb; plus the val_bpb of the untrained model; then the container's,
+the LLM gateway's, verification's and trusted scoring's costs. Prints, never asserts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from bench.launch import parse_summary
 from bench.profile import Profile, load_profile
 from harness.benchmark_docker import report as report_container_overhead
+from harness.benchmark_gateway import report as report_gateway_overhead
 from harness.data import DataMissing, require_prepared
 from harness.workspace import task_files
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mean: wall {statistics.mean(t.wall for t in timings):.1f}s, val_bpb {statistics.mean(bpbs):.4f}{spread} "
           f"(untrained {untrained.summary['val_bpb']:.4f})")
     report_container_overhead()
+    report_gateway_overhead()
     report_verification_cost(profile, data)
     report_trusted_scoring_cost(profile, data)
 
@@ -153,7 +156,7 @@ def report_trusted_scoring_cost(profile: Profile, data, steps: int = 3) -> None:
     """Trusted scoring in the launcher's own process (bench.trusted_eval: inputs and logits through shared
     memory, causality re-runs included) against prepare.evaluate_bpb inside train.py's process, on the val
     split of a step-limited train.py: seconds per evaluation, and bytes through shared memory per scored token."""
-    from bench.launch import RunOutcome
+    from bench.contracts import RunOutcome
 
     call = "    val_bpb = evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)\n"
     timed = step_limited(task_files(profile)["train.py"], steps).replace(

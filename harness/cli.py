@@ -23,7 +23,7 @@ def _fail(message: str) -> None:
 
 
 def _user_errors():
-    from agents.registry import UnknownAgent
+    from agents.base import UnknownAgent
     from bench.profile import ProfileError
     from harness.config import ConfigError
     from harness.data import DataMissing
@@ -135,6 +135,49 @@ def status(run_dir: RunDir):
         verified = "yes" if (folder / "verification.json").exists() else "no"
         table.add_row(s["session_id"], s["status"], s["stage"], str(s["n_experiments"]), verified, s["message"][:60])
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@app.command()
+def gateway(scripted: Annotated[Optional[Path], typer.Option(
+                help="script (JSON or TOML) of a scripted model server to serve upstream: a dry run")] = None,
+            state_dir: Annotated[Path, typer.Option(help="the gateway's log and the session's files")] = Path("gateway"),
+            port: Annotated[int, typer.Option(help="loopback TCP port (0: a free one)")] = 0,
+            keys: Annotated[Optional[Path], typer.Option(
+                help="key file of ANTHROPIC_API_KEY=... / OPENAI_API_KEY=... lines (default: this environment's)")] = None,
+            dollars: Annotated[Optional[float], typer.Option(help="the session's dollar cap")] = None,
+            tokens: Annotated[Optional[int], typer.Option(help="the session's token cap")] = None):
+    """Run the LLM gateway in the foreground with one session open, for manual tries; Ctrl-C stops it and prints
+    the session's usage (its transcript is in STATE_DIR/manual/)."""
+    import time
+    from contextlib import ExitStack
+
+    from harness.gateway.client import Gateway, GatewayError
+    from harness.gateway.script import load_script
+    from harness.gateway.scripted import ScriptedServer
+    from harness.gateway.usage import GatewayBudget
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:
+            upstreams = None
+            if scripted:
+                load_script(scripted)   # a bad script fails here, with its own message
+                server = stack.enter_context(ScriptedServer.start(scripted, log=state_dir / "scripted.log"))
+                upstreams = {"anthropic": server.url, "openai": server.url}
+            gw = stack.enter_context(Gateway.start(state_dir, upstreams, keys, port=port))
+            grant = gw.open_session("manual", state_dir / "manual", GatewayBudget(dollars, tokens))
+        except (GatewayError, RuntimeError, ValueError, OSError) as e:
+            _fail(str(e))
+        upstream = f"the scripted server at {server.url}" if scripted else "the providers"
+        print(f"gateway {grant.tcp_url} (socket {grant.socket_path}) in front of {upstream}")
+        print("\n".join(f"export {name}={value}" for name, value in grant.env().items()))
+        print(f"curl {grant.tcp_url}/v1/models -H 'x-api-key: {grant.token}' -H 'anthropic-version: 2023-06-01'",
+              flush=True)
+        try:
+            while gw.process.poll() is None:
+                time.sleep(1)
+            _fail(f"the gateway exited: {gw.log_tail()}")
+        except KeyboardInterrupt:
+            console.print(f"usage: {gw.close_session('manual')}")
 
 
 def main() -> None:

@@ -30,9 +30,10 @@ import os
 import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 TABLES = ("sessions", "experiments", "verifications", "findings")
@@ -74,6 +75,7 @@ def session_dirs(run_dir: Path) -> list[Path]:
 
 def build_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     """Rebuild the parquet tables from the session folders; returns them."""
+    import pandas as pd   # here, not at the top: the gateway process writes JSON through this module
     rows: dict[str, list[dict]] = {name: [] for name in TABLES}
     for folder in session_dirs(run_dir):
         session = read_json(folder / "session.json")

@@ -30,6 +30,9 @@ from urllib.parse import unquote, urlparse
 IMAGES = Path(__file__).resolve().parent
 ROOT = IMAGES.parent
 PYPI = "https://pypi.org/simple"
+# dependencies of code that runs on the host only, never in a sandbox: the LLM gateway's serving stack (it holds the
+# provider keys; an agent's image has no use for it)
+HOST_ONLY = frozenset({"starlette", "uvicorn", "sniffio"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ def lock_path(flavor: str) -> Path:
 
 def requirements(target: Target) -> list[str]:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = [d for d in deps if canonicalize_name(re.split(r"[=<>!~\[; ]", d, maxsplit=1)[0]) not in HOST_ONLY]
     return sorted(d + target.torch_local if d.startswith("torch==") else d for d in deps)
 
 
