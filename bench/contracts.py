@@ -13,6 +13,9 @@ harness code for it, and it decides nothing: it says what the data is and how it
   ledger messages      sitecustomize, inside `python train.py`,     harness/ledger.py, which keeps them as the
                        one JSON object a line on the ledger socket  run's word (ClientReport.take)
                        (evaluate_message, exit_message)
+  ledger answer        harness/ledger.py, once per connection:      sitecustomize, which waits for it and, when
+                       LEDGER_ACK, or refusal_answer at the         refused, exits with REFUSED_EXIT_CODE before
+                       session's experiment cap                     train.py runs (refusal_of)
   run-ledger record    harness/ledger.py, on the host, one JSON     harness/collect.py, harness/integrity.py
                        file per run (LedgerRecord.to_dict)          (LedgerRecord.from_json); never the sandbox
   run outcome          bench/launch.py, in a verification sandbox   harness/verify.py (RunOutcome.from_json)
@@ -163,6 +166,22 @@ def _number(text: str) -> float | None:
 # ---------------------------------------------------------------------------
 
 LEDGER_ACK = b'{"recorded": true}\n'   # the service's answer once the run's record exists: the client waits for it
+REFUSED_EXIT_CODE = 3                  # a run the ledger refused exits with this code before train.py runs
+
+
+def refusal_answer(reason: str) -> bytes:
+    """The service's answer to a run it records but refuses (the session's experiment cap is reached): the client
+    says why on stderr and exits with REFUSED_EXIT_CODE, having trained nothing."""
+    return json.dumps({"recorded": True, "refused": reason}).encode() + b"\n"
+
+
+def refusal_of(answer: bytes) -> str | None:
+    """Why the service refused the run, from its answer; None when it let the run go on."""
+    try:
+        reason = json.loads(answer).get("refused")
+    except (ValueError, AttributeError):
+        return None
+    return str(reason) if reason else None
 EXIT_KEYS = ("seed", "exit_code", "status", "message", "summary")   # what the exit message carries
 
 
@@ -238,6 +257,7 @@ class LedgerRecord:
     started_at: float                 # host clock: connect (observed_only: first seen)
     ended_at: float | None = None     # host clock: the process was gone; None when it outlived the session
     socket_closed_at: float | None = None
+    refused: bool = False             # the session's experiment cap was reached: told to exit before train.py ran
     cmdline: list[str] = field(default_factory=list)
     head_commit: str | None = None    # git HEAD, read on the host at connect
     dirty: bool | None = None         # train.py differed from HEAD's
@@ -261,7 +281,8 @@ class LedgerRecord:
         if raw["schema_version"] != LEDGER_SCHEMA_VERSION:
             raise ValueError(f"a ledger record of schema {raw['schema_version']}, not {LEDGER_SCHEMA_VERSION}")
         return cls(pid=int(raw["pid"]), forged=bool(raw["forged"]), forged_reason=raw["forged_reason"],
-                   observed_only=bool(raw["observed_only"]), started_at=float(raw["started_at"]),
+                   observed_only=bool(raw["observed_only"]), refused=bool(raw.get("refused", False)),
+                   started_at=float(raw["started_at"]),
                    ended_at=raw["ended_at"], socket_closed_at=raw.get("socket_closed_at"),
                    cmdline=list(raw.get("cmdline") or []), head_commit=raw["head_commit"], dirty=raw["dirty"],
                    sha256=dict(raw["sha256"]), client=ClientReport.from_dict(dict(raw["client"])), path=path)

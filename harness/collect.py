@@ -57,8 +57,9 @@ def _ledger_record(path: Path) -> LedgerRecord | None:
 
 
 def backing_runs(records: list[LedgerRecord]) -> list[LedgerRecord]:
-    """The records that may back a results.tsv row: a real `python train.py` that reported to the ledger."""
-    return [r for r in records if not r.forged and not r.observed_only]
+    """The records that may back a results.tsv row: a real `python train.py` that reported to the ledger and was
+    let run (not refused at the experiment cap)."""
+    return [r for r in records if not r.forged and not r.observed_only and not r.refused]
 
 
 # ---------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
     run_id = "demo"
     profile = "cpu-tiny"          # bench/profiles/NAME.toml or a path
-    agents = ["noop", "random"]
+    agents = ["noop", "random"]   # agent kinds (agents/base.py AGENTS), each its own row; or named rows, as below
     repeats = 3
     runtime = "auto"              # auto | docker | process
     parallel = 1                  # sessions run at once on this host (CPU)
     gpus = [0, 1]                 # GPU indices to use: one session per GPU at a time (overrides parallel)
 
-    [budget]                      # the harness stops an agent at whichever comes first
-    seconds = 600                 # wall clock per session
-    experiments = 10              # training runs per session (0 = no limit)
+    [budget]                      # per session; the harness stops an agent at whichever comes first
+    seconds = 600                 # wall clock
+    experiments = 10              # training runs (0 = no limit): the run past it is refused
+    dollars = 5.0                 # LLM gateway spend (agents that use the gateway; optional)
+    tokens = 2_000_000            # LLM gateway tokens, cache reads and writes included (optional)
 
     [seeds]
     session = 0                   # repeat r trains with seed session + r
@@ -18,6 +20,15 @@
 
     [verify]
     splits = ["val", "test"]
+
+Named rows, instead of the list: a table per row, its kind and its adapter's parameters (agents/), so that two
+models under one CLI are two rows. A model must be priced in the gateway's table (harness/gateway/prices.toml).
+
+    [agents.noop]                 # kind defaults to the row's name
+    [agents.probe-gpt]
+    kind = "gateway-probe"
+    model = "gpt-5-mini"
+    api = "responses"
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.base import AGENTS, AgentSpec, UnknownAgent, get_agent
 from bench.profile import Profile, ProfileError, load_profile
+from harness.gateway.prices import UnknownModel, price_of
 
 
 class ConfigError(ValueError):
@@ -35,15 +48,18 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Budget:
-    seconds: float
-    experiments: int  # 0 = no limit
+    """Per session; the harness enforces each (harness/budget.py)."""
+    seconds: float                 # wall clock
+    experiments: int               # training runs, 0 = no limit
+    dollars: float | None = None   # LLM gateway spend, for the agents that use it; None = no cap
+    tokens: int | None = None      # likewise: input, output, cache-read and cache-write tokens together
 
 
 @dataclass(frozen=True)
 class RunConfig:
     run_id: str
     profile: Profile
-    agents: tuple[str, ...]
+    agents: tuple[AgentSpec, ...]
     repeats: int
     budget: Budget
     session_seed: int
@@ -60,7 +76,8 @@ class RunConfig:
 
 KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "gpus", "source", "budget", "seeds",
               "verify"}
-TABLE_KEYS = {"budget": {"seconds", "experiments"}, "seeds": {"session", "verify"}, "verify": {"splits"}}
+TABLE_KEYS = {"budget": {"seconds", "experiments", "dollars", "tokens"}, "seeds": {"session", "verify"},
+              "verify": {"splits"}}   # [agents.NAME] tables: "kind" and the adapter's parameters (agents.get_agent)
 SPLITS = ("val", "test")
 
 
@@ -75,8 +92,6 @@ def load_config(path: Path) -> RunConfig:
 
 
 def parse_config(raw: dict, where: str = "config") -> RunConfig:
-    from agents.registry import known_agents
-
     _check_keys(raw, where)
     for key in ("run_id", "profile", "agents"):
         if key not in raw:
@@ -85,21 +100,17 @@ def parse_config(raw: dict, where: str = "config") -> RunConfig:
         profile = load_profile(raw["profile"])
     except ProfileError as e:
         raise ConfigError(f"{where}: {e}") from None
-    agents = raw["agents"]
-    if not isinstance(agents, list) or not agents or not all(isinstance(a, str) for a in agents):
-        raise ConfigError(f"{where}: 'agents' must be a non-empty list of agent names")
-    bad = [a for a in agents if a not in known_agents()]
-    if bad:
-        raise ConfigError(f"{where}: unknown agent(s) {', '.join(bad)}; known: {', '.join(known_agents())}")
     budget_raw = raw.get("budget", {})
     budget = Budget(seconds=_positive(budget_raw.get("seconds", 3600), "budget.seconds", where),
-                    experiments=int(budget_raw.get("experiments", 0)))
+                    experiments=int(budget_raw.get("experiments", 0)),
+                    dollars=_optional(budget_raw.get("dollars"), "budget.dollars", where),
+                    tokens=_optional(budget_raw.get("tokens"), "budget.tokens", where, integer=True))
     seeds = raw.get("seeds", {})
     repeats = int(_positive(raw.get("repeats", 1), "repeats", where))
     config = RunConfig(
         run_id=_run_id(raw["run_id"], where),
         profile=profile,
-        agents=tuple(agents),
+        agents=parse_agents(raw["agents"], where),
         repeats=repeats,
         budget=budget,
         session_seed=int(seeds.get("session", 0)),
@@ -127,6 +138,40 @@ def _check_keys(raw: dict, where: str) -> None:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) in [{table}]: {', '.join(f'{table}.{k}' for k in sorted(unknown))}; "
                               f"known: {', '.join(sorted(known))}")
+
+
+def parse_agents(value, where: str) -> tuple[AgentSpec, ...]:
+    """The rows: a list of kinds, or [agents.NAME] tables; each one an adapter the registry makes with its parameters,
+    and a model the gateway prices for an agent that uses the gateway."""
+    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+        specs = [AgentSpec(name) for name in value]
+    elif isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+        specs = [AgentSpec(name, row.get("kind", name), {k: v for k, v in row.items() if k != "kind"})
+                 for name, row in value.items()]
+    else:
+        raise ConfigError(f"{where}: 'agents' must be a non-empty list of agent kinds, or [agents.NAME] tables")
+    repeated = sorted({s.name for s in specs if [t.name for t in specs].count(s.name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: agent(s) {', '.join(repeated)} listed more than once; name each row "
+                          "([agents.NAME] tables) to run one kind twice")
+    for spec in specs:
+        if not isinstance(spec.kind, str) or not _is_name(spec.name):
+            raise ConfigError(f"{where}: agent row {spec.name!r}: its name must be letters, digits, '-', '_' or '.', "
+                              f"and its kind a string")
+    unknown = [s.name if s.name == s.kind else f"{s.name} (kind {s.kind})" for s in specs if s.kind not in AGENTS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown agent(s) {', '.join(unknown)}; known: {', '.join(sorted(AGENTS))}")
+    for spec in specs:
+        try:
+            agent = get_agent(spec)
+        except UnknownAgent as e:
+            raise ConfigError(f"{where}: {e}") from None
+        try:
+            if agent.uses_gateway:
+                price_of(agent.model_id() or "")
+        except UnknownModel as e:
+            raise ConfigError(f"{where}: agent {spec.name!r}: {e}") from None
+    return tuple(specs)
 
 
 def _check_seeds_and_splits(config: RunConfig, where: str) -> None:
@@ -159,7 +204,19 @@ def _positive(value, name: str, where: str) -> float:
     return value
 
 
+def _optional(value, name: str, where: str, integer: bool = False) -> float | None:
+    if value is None:
+        return None
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{where}: {name} must be a whole number, got {value!r}")
+    return _positive(value, name, where)
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str) and bool(value) and all(c.isalnum() or c in "-_." for c in value)
+
+
 def _run_id(value, where: str) -> str:
-    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_." for c in value):
+    if not _is_name(value):
         raise ConfigError(f"{where}: run_id must be a non-empty name of letters, digits, '-', '_' or '.'")
     return value

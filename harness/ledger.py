@@ -41,7 +41,7 @@ from importlib.machinery import (BYTECODE_SUFFIXES, EXTENSION_SUFFIXES, SOURCE_S
                                  FileFinder, SourceFileLoader, SourcelessFileLoader)
 from pathlib import Path
 
-from bench.contracts import LEDGER_ACK, LedgerRecord
+from bench.contracts import LEDGER_ACK, LedgerRecord, refusal_answer
 from harness.store import write_json
 from harness.workspace import sha256_bytes
 
@@ -56,10 +56,17 @@ PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X", "-Q")
 class LedgerService:
     """with LedgerService(workspace, records_dir) as ledger: mount ledger.socket_dir read-only, set
     bench.contracts.LEDGER_SOCKET_ENV to the sandbox's path of ledger.socket_path; on leaving, every record is
-    final."""
+    final.
 
-    def __init__(self, workspace: Path, records_dir: Path):
-        self.workspace, self.records_dir = workspace, records_dir
+    max_runs (0: no cap) is the session's experiment cap: the runs past it are recorded with refused=true and
+    answered with a refusal (sitecustomize then exits before train.py runs), and `over_cap` is set so that the
+    harness stops the session. Only real runs count (a forged connection trains nothing); a run that never
+    connects is neither counted nor refused (it gets an observed_only record, which integrity flags)."""
+
+    def __init__(self, workspace: Path, records_dir: Path, max_runs: int = 0):
+        self.workspace, self.records_dir, self.max_runs = workspace, records_dir, max_runs
+        self.over_cap = threading.Event()
+        self._admitted = 0                                   # real runs let through
         # a short path of its own: a socket path has at most 107 bytes, a session folder can be deeper
         self.socket_dir = Path(tempfile.mkdtemp(prefix="arbench-ledger-"))
         self.socket_path = self.socket_dir / SOCKET_NAME
@@ -122,14 +129,20 @@ class LedgerService:
             with self._lock:
                 if reason is None and (pid, ticks) in self._runs:
                     reason = f"pid {pid} already has a run: a second connection from one process"
+                refused = reason is None and 0 < self.max_runs <= self._admitted
+                self._admitted += reason is None and not refused
                 self._count += 1
                 path = self.records_dir / f"run-{int(started_at * 1000)}-{pid}-{self._count}.json"
                 self._runs.setdefault((pid, ticks), path)
             record = LedgerRecord(pid=pid, cmdline=_cmdline(pid), forged=reason is not None, forged_reason=reason,
-                                  observed_only=False, started_at=started_at, **workspace_state(self.workspace))
+                                  observed_only=False, refused=refused, started_at=started_at,
+                                  **workspace_state(self.workspace))
             write_json(path, record.to_dict())
+            if refused:
+                self.over_cap.set()
             try:
-                conn.sendall(LEDGER_ACK)
+                conn.sendall(refusal_answer(f"the session's experiment cap ({self.max_runs} runs) is reached")
+                             if refused else LEDGER_ACK)
             except OSError:   # a client that does not wait for the answer: its record stands all the same
                 pass
             for message in _messages(conn, self._stopping):

@@ -1,7 +1,9 @@
 """A whole run: plan the sessions, run them, verify them, build the tables, write the leaderboard.
 
 Re-running the same config on the same run directory resumes: finished sessions and cached
-verification runs are kept, interrupted sessions are set aside and redone.
+verification runs are kept, interrupted sessions are set aside and redone. When an agent uses the LLM gateway, one
+gateway (harness/gateway) serves the run's sessions: started before them, stopped after them (also on error), its
+log in <run_dir>/gateway/.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from agents.base import get_agent
 from harness.config import ConfigError, RunConfig
 from harness.data import require_prepared
+from harness.gateway.client import Gateway
 from harness.provenance import project_revision
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
@@ -42,7 +48,9 @@ def plan(config: RunConfig) -> list[SessionSpec]:
 
 
 def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = None,
-                  console: Console | None = None) -> RunResult:
+                  console: Console | None = None, upstreams: dict[str, str] | None = None) -> RunResult:
+    """upstreams: {"anthropic": URL, "openai": URL} in place of the providers' APIs behind the gateway (a dry run
+    against the scripted model server)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
     slots = host_slots(config.gpus, config.parallel)
@@ -53,20 +61,35 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
     runtime = get_runtime(runtime_name or config.runtime, cpus=max(1, (os.cpu_count() or 1) // len(slots)))
     _claim_run_dir(config, run_dir, runtime.name)
     specs = plan(config)
-    console.print(f"[bold]{config.run_id}[/]: {len(specs)} sessions ({', '.join(config.agents)} × {config.repeats}) "
-                  f"on {config.profile.name}, runtime {runtime.name}"
-                  + (f", GPUs {list(config.gpus)}" if config.gpus else "") + f", budget {config.budget.seconds:.0f} s"
-                  + (f" / {config.budget.experiments} experiments" if config.budget.experiments else ""))
+    budget = config.budget
+    console.print(f"[bold]{config.run_id}[/]: {len(specs)} sessions ({', '.join(a.name for a in config.agents)} × "
+                  f"{config.repeats}) on {config.profile.name}, runtime {runtime.name}"
+                  + (f", GPUs {list(config.gpus)}" if config.gpus else "") + f", budget {budget.seconds:.0f} s"
+                  + (f" / {budget.experiments} experiments" if budget.experiments else "")
+                  + (f" / ${budget.dollars:g}" if budget.dollars else "")
+                  + (f" / {budget.tokens} tokens" if budget.tokens else ""))
     done = [0]
 
     def report(spec: SessionSpec, record: SessionRecord) -> None:
         done[0] += 1
-        console.print(f"  [{done[0]}/{len(specs)}] {spec.session_id}: {record.status}, "
+        console.print(f"  [{done[0]}/{len(specs)}] {spec.session_id}: {record.status} ({record.end_reason}), "
                       f"{record.n_experiments} experiments, {record.wall_seconds or 0:.0f} s  {record.message}")
 
-    sessions = run_pool(specs, lambda s, gpu: run_session(s, run_dir, runtime, data, gpu), slots, report)
+    with run_gateway(config, run_dir, upstreams) as gateway:
+        sessions = run_pool(specs, lambda s, gpu: run_session(s, run_dir, runtime, data, gpu, gateway), slots, report)
     verify_all(config, run_dir, runtime, data, console, slots)
     return RunResult(run_dir=run_dir, sessions=sessions, leaderboard=publish(run_dir))
+
+
+@contextmanager
+def run_gateway(config: RunConfig, run_dir: Path, upstreams: dict[str, str] | None = None) -> Iterator[Gateway | None]:
+    """The run's LLM gateway when one of its agents uses it (else None); the provider keys reach it from this
+    process's environment, and only it."""
+    if not any(get_agent(agent).uses_gateway for agent in config.agents):
+        yield None
+        return
+    with Gateway.start(run_dir / "gateway", upstreams) as gateway:
+        yield gateway
 
 
 def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console: Console, slots) -> None:

@@ -1,9 +1,14 @@
-"""One agent session: fresh workspace, the agent in a sandbox until its budget, then collection.
+"""One agent session: fresh workspace, the agent in a sandbox until it exits or a budget stops it, then collection.
 
 Stages write to the session folder (layout in harness/store.py) as they finish, so a kill at any
 point leaves every finished stage on disk. A finished session (done, or the agent's own error) is never
 run again; one found unfinished, or ended by an infrastructure failure, is set aside (renamed, not
 deleted) and run afresh. A session whose sandbox failed still has its results.tsv rows collected.
+
+The harness enforces the budgets (harness/budget.py): the sandbox's timeout, the run ledger's experiment cap, the
+LLM gateway's dollar and token caps (an agent that uses the gateway gets a gateway session of its own: a token, the
+gateway's URL as its sandbox reaches it, and nothing else of the network). session.json records why the session
+ended (end_reason) and the gateway's usage totals.
 """
 
 from __future__ import annotations
@@ -14,28 +19,33 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from agents.registry import get_agent
+from agents.base import AGENT_LOG, Agent, AgentSpec, Start, get_agent
 from bench.contracts import LEDGER_SOCKET_ENV, SEED_ENV
 from bench.profile import Profile
+from harness.budget import BudgetWatch, EndReason, Stop, stop_for
 from harness.collect import collect
 from harness.config import Budget
 from harness.data import DATA_TARGET, DataPaths
+from harness.gateway.client import Gateway, SessionGrant
+from harness.gateway.usage import GatewayBudget, Usage
 from harness.integrity import check_integrity
 from harness.ledger import LedgerService
 from harness.provenance import project_revision
-from harness.runtime.base import Mount, Runtime, SandboxSpec
+from harness.runtime.base import ExecResult, GatewayAddress, Mount, Runtime, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
 from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
 LEDGER_TARGET = "/ledger"               # the run ledger's socket folder, read-only; its records are never mounted
+USAGE_FIELDS = ("requests", "retries", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                "dollars")              # the gateway's totals a session record keeps, by Usage's names
 
 
 @dataclass(frozen=True)
 class SessionSpec:
     run_id: str
-    agent: str
+    agent: AgentSpec
     repeat: int
     seed: int
     profile: Profile
@@ -44,14 +54,14 @@ class SessionSpec:
 
     @property
     def session_id(self) -> str:
-        return f"{self.agent}-r{self.repeat}"
+        return f"{self.agent.name}-r{self.repeat}"
 
 
 @dataclass(frozen=True)
 class SessionRecord:
     session_id: str
     run_id: str
-    agent: str
+    agent: str                 # the run config's row name
     repeat: int
     seed: int
     profile: str
@@ -70,12 +80,23 @@ class SessionRecord:
     gpu: int | None = None
     baseline_commit: str = ""
     final_commit: str = ""
+    budget_dollars: float | None = None
+    budget_tokens: int | None = None
+    end_reason: EndReason | None = None   # None until the agent's stage ended
+    requests: int = 0                     # the LLM gateway's totals (USAGE_FIELDS); zeros without the gateway
+    retries: int = 0
+    input_tokens: int = 0                 # uncached input
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    dollars: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
 
 def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPaths,
-                gpu: int | None = None) -> SessionRecord:
-    """Run (or resume) one session; gpu is the one GPU it gets, None on a CPU host."""
+                gpu: int | None = None, gateway: Gateway | None = None) -> SessionRecord:
+    """Run (or resume) one session; gpu is the one GPU it gets, None on a CPU host; gateway, the run's LLM gateway
+    (needed by an agent that uses it)."""
     folder = run_dir / "sessions" / spec.session_id
     previous = read_json(folder / "session.json")
     if previous and previous["status"] in FINAL_STATUSES:
@@ -84,16 +105,18 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
         _set_aside(folder)
     folder.mkdir(parents=True)
     record = SessionRecord(
-        session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent, repeat=spec.repeat, seed=spec.seed,
+        session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent.name, repeat=spec.repeat, seed=spec.seed,
         profile=spec.profile.name, profile_hash=spec.profile.hash, source=spec.source, runtime=runtime.name,
         budget_seconds=spec.budget.seconds, budget_experiments=spec.budget.experiments,
+        budget_dollars=spec.budget.dollars, budget_tokens=spec.budget.tokens,
         status="running", stage="workspace", message="", started_at=time.time(), gpu=gpu)
     write_json(folder / "session.json", record)
     try:
-        record = _run_stages(spec, folder, runtime, data, record, gpu)
+        record = _run_stages(spec, folder, runtime, data, record, gpu, gateway)
     except Exception as e:  # recorded, never raised through: the other sessions go on
         record = SessionRecord(**read_json(folder / "session.json"))   # as far as the stages got
-        record = replace(record, status="infra_error", message=f"{record.stage}: {type(e).__name__}: {e}")
+        record = replace(record, status="infra_error", end_reason="infra_error", **_usage_totals(folder),
+                         message=f"{record.stage}: {type(e).__name__}: {e}")
         if record.stage == "agent":  # the sandbox broke: what the agent wrote so far is still collected
             try:
                 record = replace(record, n_experiments=_collect(folder))
@@ -104,34 +127,64 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
     return record
 
 
-def _run_stages(spec, folder, runtime, data, record, gpu) -> SessionRecord:
-    workspace, ledger = folder / "workspace", folder / "ledger"
+def _run_stages(spec, folder, runtime, data, record, gpu, gateway) -> SessionRecord:
+    workspace = folder / "workspace"
     baseline = make_workspace(workspace, spec.profile, tag=f"{spec.run_id}-{spec.session_id}")
-    adapter = get_agent(spec.agent)
+    agent = get_agent(spec.agent)
     write_json(folder / "manifest.json", {
         "schema_version": SCHEMA_VERSION, "profile": spec.profile.name, "profile_hash": spec.profile.hash,
         "source": spec.source, "data_manifest_sha256": sha256_bytes((data.data_dir / "manifest.json").read_bytes()),
         "baseline_commit": baseline.commit, "baseline_files": baseline.files,
-        "agent": adapter.describe(), "runtime": runtime.describe(), "host": platform.node(),
+        "agent": agent.describe(), "runtime": runtime.describe(), "host": platform.node(),
         "platform": platform.platform(), "project": project_revision()})
     record = replace(record, stage="agent", baseline_commit=baseline.commit)
     write_json(folder / "session.json", record)
 
-    with LedgerService(workspace, ledger) as service, \
-            runtime.open(agent_sandbox(spec, folder, data, gpu, service.socket_dir)) as sandbox:
-        env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir), LEDGER_SOCKET_ENV: sandbox.path(service.socket_path),
-               SEED_ENV: str(spec.seed)}
-        result = sandbox.exec(adapter.command(spec.budget.experiments, spec.seed), folder / "agent.log",
-                              timeout_s=spec.budget.seconds, env=env)
-    status, message = _agent_outcome(result, folder / "agent.log")
+    result, watched, after = _run_agent(spec, folder, runtime, data, gpu, agent, gateway)
+    status, end_reason, message = _agent_outcome(result, watched, after, folder / AGENT_LOG)
+    missing = [name for name in agent.leaves if not (folder / name).exists()]
+    if missing:
+        message += f"; it left no {', '.join(missing)}"
 
-    record = replace(record, stage="collect", status="running", message=message)
+    record = replace(record, stage="collect", status="running", end_reason=end_reason, message=message,
+                     **_usage_totals(folder))
     write_json(folder / "session.json", record)
     n_experiments = _collect(folder)
     if status == "infra_error":
         return replace(record, status=status, n_experiments=n_experiments)
     return replace(record, stage="done", status=status, n_experiments=n_experiments,
                    final_commit=git(workspace, "rev-parse", "HEAD"))
+
+
+def _run_agent(spec: SessionSpec, folder: Path, runtime: Runtime, data: DataPaths, gpu: int | None, agent: Agent,
+               gateway: Gateway | None) -> tuple[ExecResult, Stop | None, Stop | None]:
+    """The agent in its sandbox until it exits, its time is up or BudgetWatch stops it. Returns the sandbox's
+    result, the stop BudgetWatch made, and the cap or outage found once the agent had ended (one it exited on)."""
+    if agent.uses_gateway and gateway is None:
+        raise RuntimeError(f"agent {agent.name} uses the LLM gateway and none was started for this run")
+    grant = gateway.open_session(spec.session_id, folder, GatewayBudget(spec.budget.dollars, spec.budget.tokens)) \
+        if agent.uses_gateway else None
+    usage = None
+    try:
+        with LedgerService(folder / "workspace", folder / "ledger", spec.budget.experiments) as service, \
+                runtime.open(agent_sandbox(spec, folder, data, gpu, service.socket_dir, grant)) as sandbox:
+            start = Start(seed=spec.seed, max_experiments=spec.budget.experiments,
+                          gateway_url=sandbox.gateway_url if grant else None, token=grant.token if grant else None)
+            env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir),
+                   LEDGER_SOCKET_ENV: sandbox.path(service.socket_path), SEED_ENV: str(spec.seed)} | agent.env(start)
+            poll = (lambda: gateway.usage(spec.session_id)) if grant else None
+            with BudgetWatch(spec.budget, sandbox, service, poll, folder / AGENT_LOG) as watch:
+                result = sandbox.exec(agent.command(start), folder / AGENT_LOG, timeout_s=spec.budget.seconds, env=env)
+    finally:
+        if grant is not None:   # its files are final once it is closed
+            usage = gateway.close_session(spec.session_id)
+    return result, watch.stop, stop_for(spec.budget, service.over_cap.is_set(), usage)
+
+
+def _usage_totals(folder: Path) -> dict:
+    """The gateway's totals for the session, from its usage.json (none for an agent without the gateway)."""
+    usage = read_json(folder / "usage.json")
+    return {name: getattr(Usage.from_json(usage), name) for name in USAGE_FIELDS} if usage else {}
 
 
 def _collect(folder: Path) -> int:
@@ -144,24 +197,33 @@ def _collect(folder: Path) -> int:
     return len(experiments)
 
 
-def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | None,
-                  ledger_socket_dir: Path) -> SandboxSpec:
-    """What the agent may touch: its workspace, train+val data and the run ledger's socket read-only, its one GPU;
-    no test split, no ledger records."""
+def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | None, ledger_socket_dir: Path,
+                  grant: SessionGrant | None = None) -> SandboxSpec:
+    """What the agent may touch: its workspace, train+val data and the run ledger's socket read-only, its one GPU,
+    the LLM gateway when it has a session there; no test split, no ledger records, no provider key."""
     mounts = (Mount(data.data_dir, DATA_TARGET), Mount(ledger_socket_dir, LEDGER_TARGET))
+    gateway = GatewayAddress(grant.socket_path, grant.tcp_url) if grant else None
     return SandboxSpec(name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=folder / "workspace",
-                       mounts=mounts, gpu_ids=() if gpu is None else (gpu,))
+                       mounts=mounts, gpu_ids=() if gpu is None else (gpu,),
+                       network="gateway" if gateway else "none", gateway=gateway)
 
 
-def _agent_outcome(result, log_path: Path) -> tuple[SessionStatus, str]:
+def _agent_outcome(result: ExecResult, watched: Stop | None, after: Stop | None,
+                   log_path: Path) -> tuple[SessionStatus, EndReason, str]:
+    """Status, end reason and message: a stop the harness made first, then the sandbox's failure, the time limit, a
+    cap or outage the agent exited on, and last the agent's own exit."""
+    took = f"after {result.seconds:.0f} s"
+    if watched is not None or (after is not None and not result.failure and not result.timed_out):
+        stop = watched or after
+        return ("infra_error" if stop.reason == "infra_error" else "done"), stop.reason, f"{stop.message} ({took})"
     if result.failure:
-        return "infra_error", f"sandbox failed after {result.seconds:.0f} s: {result.failure}"
+        return "infra_error", "infra_error", f"sandbox failed {took}: {result.failure}"
     if result.timed_out:
-        return "done", f"stopped at the budget after {result.seconds:.0f} s"
+        return "done", "time", f"stopped at the time budget {took}"
     if result.exit_code == 0:
-        return "done", f"agent finished after {result.seconds:.0f} s"
+        return "done", "agent_exit", f"agent finished {took}"
     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
-    return "agent_error", f"agent exited with code {result.exit_code}: {' '.join(tail)[:300]}"
+    return "agent_error", "agent_exit", f"agent exited with code {result.exit_code}: {' '.join(tail)[:300]}"
 
 
 def _set_aside(folder: Path) -> None:

@@ -2,12 +2,16 @@
 
     <run_dir>/
       run.json                          the run's config as it was run, git revision of the project
+      gateway/gateway.log               the run's LLM gateway, when an agent uses it (harness/gateway)
       sessions/<agent>-r<repeat>/       one folder per session: the source of truth
-        session.json                    SessionRecord, rewritten atomically after each stage
+        session.json                    SessionRecord, rewritten atomically after each stage: status, end_reason,
+                                        the budgets, the LLM gateway's usage totals
         manifest.json                   provenance: profile hash, runtime/image, agent, host, git revision
         workspace/                      the agent's git repo (branch autoresearch/<tag>)
         ledger/                         one JSON per training run, written by the host's run ledger (harness/ledger.py)
-        agent.log                       everything the agent printed
+        agent.log                       everything the agent printed; a last line says which cap stopped it
+        transcript.jsonl, usage.json    the agent's LLM gateway session: every exchange, and the totals (gateway
+                                        agents; written by the gateway, never seen by the agent)
         experiments.json                collect: one record per results.tsv row
         findings.json                   integrity findings
         verification.json               verify: runs (bpb per role, held-out seed and split), pairs with their

@@ -1,8 +1,10 @@
-"""Fixtures shared by every test area: prepared cpu-tiny data and real control-agent sessions."""
+"""Fixtures shared by every test area: prepared cpu-tiny data, real control-agent sessions, and the LLM gateway in
+front of the scripted model server (both real processes)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,9 @@ import pytest
 from bench.contracts import LEDGER_SOCKET_ENV
 from bench.profile import load_profile
 from harness.data import DataMissing, DataPaths, require_prepared
+from harness.gateway.client import Gateway
+from harness.gateway.scripted import ScriptedServer
+from harness.gateway.upstream import RetryPolicy
 from harness.ledger import LedgerService
 from harness.runtime import get_runtime
 from harness.runtime.base import ExecResult, RuntimeError_, SandboxSpec
@@ -110,3 +115,26 @@ def docker_runtime() -> DockerRuntime:
         except RuntimeError_ as e:
             if "holds other code" not in str(e) or attempt == 2:
                 raise
+
+
+@dataclass(frozen=True)
+class ModelGateway:
+    """The gateway with the scripted model server as both providers: load a script, open sessions."""
+    gateway: Gateway
+    scripted: ScriptedServer
+    keys: dict[str, str]   # the provider keys, random per test session: only the gateway process holds them
+
+
+@pytest.fixture(scope="session")
+def model_gateway(tmp_path_factory) -> Iterator[ModelGateway]:
+    """Provider errors are retried fast and an outage is declared after 1.5 s, so that tests of both take seconds."""
+    root = tmp_path_factory.mktemp("model-gateway")
+    keys = {"ANTHROPIC_API_KEY": f"sk-ant-test-{secrets.token_hex(16)}",
+            "OPENAI_API_KEY": f"sk-test-{secrets.token_hex(16)}"}
+    (root / "keys.env").write_text("".join(f"{name}={value}\n" for name, value in keys.items()))
+    retry = RetryPolicy(base_s=0.01, max_s=0.05, outage_limit_s=1.5, timeout_s=5.0)
+    with ScriptedServer.start(log=root / "scripted.log") as scripted, \
+            Gateway.start(root / "state", {"anthropic": scripted.url, "openai": scripted.url}, root / "keys.env",
+                          retry=retry) as gateway:
+        yield ModelGateway(gateway, scripted, keys)
+

@@ -8,7 +8,9 @@
   is wrapped, so each value it returns is sent before train.py sees it. At exit: the exit code as seen from inside
   (sys.exit()/exit() codes, 1 for an uncaught exception, else 0), status and the summary parsed from stdout, which
   is teed for that purpose. The messages are bench.contracts' (evaluate_message, exit_message); the service keeps
-  them as the client's word. A ledger that cannot be reached is said on stderr; the run goes on, unrecorded.
+  them as the client's word. A ledger that cannot be reached is said on stderr; the run goes on, unrecorded. A run
+  the service refuses (the session's experiment cap is reached) says why on stderr and exits with
+  bench.contracts.REFUSED_EXIT_CODE before any train.py code runs.
 """
 
 import os
@@ -54,7 +56,8 @@ class _Tee:
 
 
 def _connect(path: str):
-    """A socket to the ledger once the service has recorded the run; None (said on stderr) when it cannot be."""
+    """A socket to the ledger once the service has recorded the run; None (said on stderr) when it cannot be.
+    A run the service refuses (the session's experiment cap is reached) exits here, before train.py runs."""
     import socket
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(CONNECT_TIMEOUT_S)
@@ -70,6 +73,11 @@ def _connect(path: str):
         print(f"[arbench] run ledger at {path} unreachable ({e}): this run is not recorded", file=sys.stderr)
         conn.close()
         return None
+    contracts = _import_bench("contracts")
+    refused = contracts.refusal_of(answer)
+    if refused:
+        print(f"[arbench] this run is refused: {refused}", file=sys.stderr, flush=True)
+        os._exit(contracts.REFUSED_EXIT_CODE)   # not sys.exit: an exception out of sitecustomize would not end it
     return conn
 
 

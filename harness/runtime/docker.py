@@ -1,18 +1,19 @@
 """The docker runtime: each exec runs in a fresh container of the pinned image; a sandbox's containers
 serve its session only.
 
-What a container gets: the workspace read-write at /workspace, the spec's mounts at their targets,
-no network unless spec.network, exactly the GPUs in spec.gpu_ids, CPU and memory limits, no
-capabilities, a non-root user (the image's `agent` when the harness runs as root; the workspace and
-read-write mounts are handed to it for the exec and back afterwards). A trusted command
-(spec.start_as_root, the launcher in verification) starts as root instead, with only the capabilities
-it needs to run train.py as `agent` (DROP_CAPABILITIES; $ARBENCH_CHILD_USER names the user): root
-without CAP_DAC_OVERRIDE reads what it owns (the held-out split, 0700, and the workspace, which stay
-the harness's: the same uid, no user namespace), and the agent user cannot. When the harness is not
-root, every container runs as the harness's user and no drop is possible. The budget is enforced from
-outside (SIGTERM, then SIGKILL after a grace); the log streams to the host while the command runs and
-is kept however the container ends. Not covered here: building the images (images/build.py) and the
-gateway socket (added by the agents).
+What a container gets: the workspace read-write at /workspace, the spec's mounts at their targets, no network
+(`--network none`, whatever spec.network says), exactly the GPUs in spec.gpu_ids, CPU and memory limits, no
+capabilities, no variable of the harness's environment (provider keys included), a non-root user (the image's `agent`
+when the harness runs as root; the workspace and read-write mounts are handed to it for the exec and back afterwards).
+A trusted command (spec.start_as_root, the launcher in verification) starts as root instead, with only the
+capabilities it needs to run train.py as `agent` (DROP_CAPABILITIES; $ARBENCH_CHILD_USER names the user): root without
+CAP_DAC_OVERRIDE reads what it owns (the held-out split, 0700, and the workspace, which stay the harness's: the same
+uid, no user namespace), and the agent user cannot. When the harness is not root, every container runs as the
+harness's user and no drop is possible. The budget is enforced from outside (SIGTERM, then SIGKILL after a grace); the
+log streams to the host while the command runs and is kept however the container ends. With spec.network == "gateway",
+the LLM gateway's socket folder is mounted read-only at GATEWAY_DIR and the command starts behind bench/forward.py,
+which relays 127.0.0.1:FORWARD_PORT to that socket: the container reaches the gateway at gateway_url, and no other
+address. Not covered here: building the images (images/build.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from harness.runtime.images import (IMAGE_PROJECT_DIR, IMAGES, LABEL, PROJECT_PA
 from harness.runtime.process import KILL_GRACE_S
 
 AGENT_USER, AGENT_UID, AGENT_HOME = "agent", 1000, "/home/agent"
+GATEWAY_DIR = "/run/arbench"       # the gateway's socket folder, read-only (network="gateway")
+FORWARD_PORT = 8765                # bench/forward.py's loopback port in the container: the agent's gateway URL
 DROP_CAPABILITIES = ("SETUID", "SETGID", "KILL")   # start train.py as the agent, and signal it (a root without them)
 ENGINE_TIMEOUT_S = 30
 # what describe() reports from the image's labels (set by images/build.py)
@@ -93,6 +96,12 @@ class DockerSandbox(Sandbox):
                 return str(PurePosixPath(target) / host_path.relative_to(source))
         raise RuntimeError_(f"{host_path} is not visible in sandbox {self.spec.name}")
 
+    @property
+    def gateway_url(self) -> str:
+        if self.spec.gateway is None:
+            raise RuntimeError_(f"sandbox {self.spec.name} has no gateway (network {self.spec.network!r})")
+        return f"http://127.0.0.1:{FORWARD_PORT}"
+
     def container_config(self, argv: list[str], env: dict[str, str] | None = None) -> dict:
         """Keyword arguments of containers.create for one exec: everything the container may reach."""
         spec = self.spec
@@ -106,13 +115,17 @@ class DockerSandbox(Sandbox):
         mounts = [DockerMount(self.WORKSPACE, str(spec.workspace.absolute()), type="bind", read_only=False)]
         mounts += [DockerMount(m.target, str(m.source.absolute()), type="bind", read_only=m.read_only)
                    for m in spec.mounts]
+        if spec.gateway is not None:
+            mounts.append(DockerMount(GATEWAY_DIR, str(spec.gateway.socket_path.parent), type="bind", read_only=True))
+            argv = ["python", "-m", "bench.forward", "--listen", f"127.0.0.1:{FORWARD_PORT}",
+                    "--socket", f"{GATEWAY_DIR}/{spec.gateway.socket_path.name}", "--", *argv]
         memory = f"{int(spec.memory_gb * 1024)}m" if spec.memory_gb else None
         return dict(
             image=self.image_id, command=argv, environment=full_env, working_dir=self.WORKSPACE,
             name=f"arbench-{re.sub(r'[^a-zA-Z0-9_.-]', '-', spec.name)}-{secrets.token_hex(4)}",
             labels={f"{LABEL}.sandbox": spec.name},
             user=user, cap_add=list(DROP_CAPABILITIES) if self.as_root else None,
-            mounts=mounts, network_mode="bridge" if spec.network else "none",
+            mounts=mounts, network_mode="none",
             device_requests=[DeviceRequest(device_ids=[str(i) for i in spec.gpu_ids], capabilities=[["gpu"]])]
             if spec.gpu_ids else None,
             nano_cpus=int(self.cpus * 1e9) if self.cpus else None, mem_limit=memory, memswap_limit=memory,

@@ -1,8 +1,10 @@
 """The process runtime: each command is a subprocess in its own process group, with a scrubbed
 environment and the workspace as working directory.
 
-It does not isolate: the agent runs as the harness's user and could read any file that user can.
-It exists for hosts without a Docker engine and for fast tests; `--runtime auto` warns when it
+It does not isolate: the agent runs as the harness's user and could read any file that user can (a key file, the
+gateway process's environment in /proc). Its environment is built from nothing (scrubbed_env): no provider key
+reaches it from the harness's. With network="gateway" the agent gets the gateway's 127.0.0.1 URL; "none" is not
+enforced here. It exists for hosts without a Docker engine and for fast tests; `--runtime auto` warns when it
 falls back to it. The hidden test split is simply never named in its environment. In verification
 (spec.start_as_root means nothing here) the launcher's child runs train.py as the harness's user too,
 so it could read the test split the launcher reads: only the docker runtime keeps it out of reach.
@@ -17,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.runtime.base import ExecResult, Runtime, Sandbox, SandboxSpec
+from harness.runtime.base import ExecResult, Runtime, RuntimeError_, Sandbox, SandboxSpec
 
 KILL_GRACE_S = 5.0
 KEPT_ENV = ("LANG", "LC_ALL", "TERM", "TZ")
@@ -66,6 +68,12 @@ class ProcessSandbox(Sandbox):
 
     def path(self, host_path: Path) -> str:
         return str(host_path)
+
+    @property
+    def gateway_url(self) -> str:
+        if self.spec.gateway is None:
+            raise RuntimeError_(f"sandbox {self.spec.name} has no gateway (network {self.spec.network!r})")
+        return self.spec.gateway.tcp_url
 
     def exec(self, argv, log_path, timeout_s=None, env=None) -> ExecResult:
         full_env = scrubbed_env(self.home, self.cpus) | self.spec.env | (env or {})

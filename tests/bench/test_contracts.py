@@ -92,7 +92,7 @@ def test_ledger_record_round_trip_and_the_client_messages_it_keeps():
     assert (again.train_py_sha256, again.protected_sha256) == ("t", {"prepare.py": "p", "profile.toml": None})
     written = json.loads(record.to_json())
     assert "path" not in written and written["schema_version"] == LEDGER_SCHEMA_VERSION == 2
-    assert set(written) == {"schema_version", "pid", "cmdline", "forged", "forged_reason", "observed_only",
+    assert set(written) == {"schema_version", "pid", "cmdline", "forged", "forged_reason", "observed_only", "refused",
                             "started_at", "ended_at", "socket_closed_at", "head_commit", "dirty", "sha256", "client"}
     assert written["client"] == {"evaluations": [{"split": "val", "bpb": 1.25}, {"split": "val", "bpb": 1.2}],
                                  "seed": 7, "exit_code": 0, "status": "ok", "message": "", "summary": {"val_bpb": 1.21}}
@@ -105,7 +105,7 @@ def test_ledger_records_already_written_are_read_and_other_schemas_are_not():
            "sha256": {}, "client": {"evaluations": [{"split": "val", "bpb": 2.0}]}}
     record = LedgerRecord.from_json(json.dumps(old))
     assert (record.status, record.seed, record.summary, record.val_bpb) == ("timeout", None, {}, 2.0)
-    assert json.loads(record.to_json()) == old   # written back the same
+    assert json.loads(record.to_json()) == old | {"refused": False}   # written back the same, refused said
     lying = old | {"ended_at": 2.0, "client": {"evaluations": [], "status": "great", "summary": {"val_bpb": 0.5}}}
     assert LedgerRecord.from_json(json.dumps(lying)).status == "timeout"   # a status outside the set: killed
     for bad in (old | {"schema_version": 1}, old | {"client": {"evaluations": [], "summary": "val_bpb"}}):

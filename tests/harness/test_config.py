@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness.config import ConfigError, load_config, parse_config
+from agents.base import AgentSpec
+from harness.config import Budget, ConfigError, load_config, parse_config
 
 VALID = {"run_id": "t1", "profile": "cpu-tiny", "agents": ["noop"], "repeats": 2,
          "budget": {"seconds": 60, "experiments": 2}, "seeds": {"session": 0, "verify": [100, 101]}}
@@ -34,6 +35,18 @@ def test_valid_config_parses_with_session_seeds_disjoint_from_verify_seeds():
     ({"seeds": {"verify": [100], "sesion": 3}}, "unknown key(s) in [seeds]: seeds.sesion"),
     ({"verify": {"split": ["val"]}}, "unknown key(s) in [verify]: verify.split"),
     ({"budget": 60}, "[budget] must be a table"),
+    ({"budget": {"seconds": 60, "dolars": 5}}, "unknown key(s) in [budget]: budget.dolars"),
+    ({"budget": {"dollars": 0}}, "budget.dollars must be a positive number"),
+    ({"budget": {"tokens": 1e6}}, "budget.tokens must be a whole number"),
+    ({"agents": ["noop", "noop"]}, "agent(s) noop listed more than once"),
+    ({"agents": {"mine": {"kind": "gpt-17"}}}, "unknown agent(s) mine (kind gpt-17); known:"),
+    ({"agents": {"slow": {"kind": "noop", "knows_budgt": False}}},
+     "agent 'slow' (kind noop): unknown parameter(s) knows_budgt; its parameters: knows_budget"),
+    ({"agents": {"p": {"kind": "gateway-probe", "model": "gpt-17"}}},
+     "agent 'p': model 'gpt-17' has no price in"),
+    ({"agents": {"p": {"kind": "gateway-probe", "api": "grpc"}}}, "api must be one of"),
+    ({"agents": {"a b": {"kind": "noop"}}}, "agent row 'a b': its name must be"),
+    ({"agents": {"noop": 1}}, "'agents' must be a non-empty list of agent kinds, or [agents.NAME] tables"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(change, message):
     with pytest.raises(ConfigError) as err:
@@ -60,7 +73,7 @@ def test_run_dir_keeps_the_config_as_run_and_refuses_another_runtime(tmp_path):
     _claim_run_dir(config, tmp_path, "docker")
     record = read_json(tmp_path / "run.json")
     assert record["runtime"] == "docker"
-    assert record["config"]["budget"] == {"seconds": 60, "experiments": 2}
+    assert record["config"]["budget"] == {"seconds": 60, "experiments": 2, "dollars": None, "tokens": None}
     assert record["config"]["verify_seeds"] == [100, 101]
     assert record["config"]["profile"]["task"] == config.profile.task
     _claim_run_dir(config, tmp_path, "docker")   # resuming as it was run is fine
@@ -68,3 +81,33 @@ def test_run_dir_keeps_the_config_as_run_and_refuses_another_runtime(tmp_path):
         _claim_run_dir(config, tmp_path, "process")
     with pytest.raises(ConfigError, match="another config"):
         _claim_run_dir(parse_config(VALID | {"repeats": 3}), tmp_path, "docker")
+
+
+def test_named_agent_rows_with_parameters_and_gateway_caps(tmp_path):
+    """Two models under one adapter are two rows, named by their keys; a kind is its own row's name by default."""
+    path = tmp_path / "run.toml"
+    path.write_text('''run_id = "t2"
+profile = "cpu-tiny"
+[agents.noop]
+[agents.probe-claude]
+kind = "gateway-probe"
+model = "claude-haiku-4-5"
+[agents.probe-gpt]
+kind = "gateway-probe"
+model = "gpt-5-mini"
+api = "responses"
+[budget]
+seconds = 60
+experiments = 3
+dollars = 2.5
+tokens = 100_000
+[seeds]
+verify = [100]
+''')
+    config = load_config(path)
+    assert config.agents == (AgentSpec("noop"),
+                             AgentSpec("probe-claude", "gateway-probe", {"model": "claude-haiku-4-5"}),
+                             AgentSpec("probe-gpt", "gateway-probe", {"model": "gpt-5-mini", "api": "responses"}))
+    assert config.budget == Budget(seconds=60, experiments=3, dollars=2.5, tokens=100_000)
+    assert parse_config(VALID).budget == Budget(seconds=60, experiments=2, dollars=None, tokens=None)
+

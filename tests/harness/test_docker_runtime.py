@@ -19,6 +19,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from agents.base import AgentSpec
 from support import fast_profile
 from harness.config import Budget
 from harness.runtime import get_runtime
@@ -102,12 +103,12 @@ def test_hidden_data_keys_and_host_network_are_out_of_reach(runtime, dirs, tmp_p
     with HostServer() as port:
         result, out = run_python(runtime, spec_for(workspace, data, env={"ARBENCH_SEED": "7"}),
                                  code + fetch_script(port), tmp_path)
-        _, open_out = run_python(runtime, spec_for(workspace, data, network=True), fetch_script(port), tmp_path)
+        _, open_out = run_python(get_runtime("process"), spec_for(workspace, data), fetch_script(port), tmp_path)
     assert result.exit_code == 0, out
     assert "data train" in out and "hidden False False" in out and "keys []" in out
     assert "seed 7 /opt/arbench/bench/sitecustomize" in out
     assert [f"blocked {host}" in out for host in host_addresses()] == [True] * 3 and "reached" not in out
-    assert f"reached {host_addresses()[0]}" in open_out  # where the spec allows a network, the request goes through
+    assert f"reached {host_addresses()[0]}" in open_out  # outside a container, the same request goes through
 
 
 def test_writes_outside_the_workspace_fail_and_ownership_returns(runtime, dirs, tmp_path):
@@ -195,7 +196,7 @@ def test_run_with_gpus_0_1_gives_each_session_exactly_its_own_gpu(runtime, corpu
     from harness.schedule import host_slots, run_pool
     from harness.session import agent_sandbox
 
-    specs = [SessionSpec(run_id="t", agent="noop", repeat=r, seed=r, profile=fast_profile(), source="corpus",
+    specs = [SessionSpec(run_id="t", agent=AgentSpec("noop"), repeat=r, seed=r, profile=fast_profile(), source="corpus",
                          budget=Budget(seconds=60, experiments=1)) for r in range(4)]
 
     def device_ids(spec, gpu):
@@ -240,14 +241,14 @@ def test_auto_falls_back_to_the_process_runtime_with_a_warning(monkeypatch, caps
 
 
 def docker_session(runtime, corpus_data, run_dir: Path, experiments: int, seconds: float = 300):
-    spec = SessionSpec(run_id="t", agent="noop", repeat=0, seed=3, profile=fast_profile(), source="corpus",
+    spec = SessionSpec(run_id="t", agent=AgentSpec("noop"), repeat=0, seed=3, profile=fast_profile(), source="corpus",
                        budget=Budget(seconds=seconds, experiments=experiments))
     return run_session(spec, run_dir, runtime, corpus_data), run_dir / "sessions" / spec.session_id
 
 
 def test_control_agent_session_in_a_container(runtime, corpus_data, tmp_path):
     record, folder = docker_session(runtime, corpus_data, tmp_path, experiments=2)
-    assert record.status == "done" and record.n_experiments == 2, record.message
+    assert (record.status, record.end_reason, record.n_experiments) == ("done", "agent_exit", 2), record.message
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["runtime"]["image_id"] == runtime.image.id
     rows = json.loads((folder / "experiments.json").read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.base import AgentSpec
 from harness.benchmark import step_limited
 from bench.contracts import LEDGER_SOCKET_ENV, ResultRow, header_line
 from harness.collect import collect, read_ledger
@@ -243,7 +244,7 @@ def test_in_docker_the_ledger_is_out_of_the_agents_reach(docker_runtime, session
     folder = session_folder("docker")
     ws = folder.workspace
     sha = commit(ws, short_train_py(ws), "two steps")
-    spec = SessionSpec(run_id="t", agent="noop", repeat=0, seed=0, profile=fast_profile(), source="corpus",
+    spec = SessionSpec(run_id="t", agent=AgentSpec("noop"), repeat=0, seed=0, profile=fast_profile(), source="corpus",
                        budget=Budget(seconds=300, experiments=1))
     probe = ("import os\nfor path in ('/ledger/x', '/ledger/ledger.sock'):\n"
              "    try:\n        open(path, 'a').write('x'); print('wrote', path)\n"

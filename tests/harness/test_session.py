@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from agents.base import AgentSpec
 from harness.config import Budget
 from harness.runtime import get_runtime
 from harness.runtime.base import RuntimeError_
@@ -39,7 +40,7 @@ class BreakingRuntime:
 
 
 def test_broken_sandbox_is_an_infra_error_with_rows_kept_and_is_redone(tmp_path, corpus_data):
-    spec = SessionSpec(run_id="t", agent="noop", repeat=0, seed=0, profile=fast_profile(), source="corpus",
+    spec = SessionSpec(run_id="t", agent=AgentSpec("noop"), repeat=0, seed=0, profile=fast_profile(), source="corpus",
                        budget=Budget(seconds=300, experiments=2))
     record = run_session(spec, tmp_path, BreakingRuntime(), corpus_data)
     folder = tmp_path / "sessions" / "noop-r0"
