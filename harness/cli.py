@@ -28,8 +28,10 @@ def _user_errors():
     from harness.config import ConfigError
     from harness.data import DataMissing
     from harness.runtime.base import RuntimeError_
+    from harness.gateway.client import GatewayError
     from harness.verify import InfraError
-    return (ConfigError, DataMissing, ProfileError, UnknownAgent, RuntimeError_, InfraError, FileNotFoundError)
+    return (ConfigError, DataMissing, ProfileError, UnknownAgent, RuntimeError_, InfraError, GatewayError,
+            FileNotFoundError)
 
 
 def _require_run_dir(run_dir: Path) -> None:
@@ -37,17 +39,32 @@ def _require_run_dir(run_dir: Path) -> None:
         _fail(f"{run_dir} is not a run directory (no run.json); make one with `arbench run CONFIG --out {run_dir}`")
 
 
+def _check_script(path: Path) -> None:
+    """A scripted model server's script that cannot be played fails here, in one line."""
+    from harness.gateway.script import load_script
+    try:
+        load_script(path)
+    except (OSError, ValueError) as e:
+        _fail(f"script {path}: {e}")
+
+
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harness/configs/demo.toml)")],
         out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/<run_id>)")] = None,
         runtime: RuntimeOpt = None,
         parallel: Annotated[Optional[int], typer.Option(help="sessions at once (default: the config's)")] = None,
-        gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1: one session per GPU")] = None):
+        gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1: one session per GPU")] = None,
+        keys: Annotated[Optional[Path], typer.Option(help="provider keys for the LLM gateway, NAME=value lines "
+                                                    "(default: ANTHROPIC_API_KEY / OPENAI_API_KEY of this environment)")] = None,
+        scripted: Annotated[Optional[Path], typer.Option(help="a dry run: the scripted model server plays this "
+                                                        "script in place of the providers")] = None):
     """Run every session of CONFIG, verify them on held-out seeds, write tables and leaderboard.md.
     Re-running resumes: finished sessions are kept, interrupted ones are redone."""
+    from contextlib import ExitStack
     from dataclasses import replace
 
     from harness.config import load_config, parse_gpus
+    from harness.gateway.scripted import ScriptedServer
     from harness.run import run_benchmark
     try:
         cfg = load_config(config)
@@ -55,7 +72,15 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
             cfg = replace(cfg, parallel=parallel)
         if gpus is not None:
             cfg = replace(cfg, gpus=parse_gpus(gpus))
-        result = run_benchmark(cfg, out or Path("runs") / cfg.run_id, runtime, console)
+        run_dir = out or Path("runs") / cfg.run_id
+        with ExitStack() as stack:
+            upstreams = None
+            if scripted:
+                _check_script(scripted)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                server = stack.enter_context(ScriptedServer.start(scripted, log=run_dir / "scripted.log"))
+                upstreams = {"anthropic": server.url, "openai": server.url}
+            result = run_benchmark(cfg, run_dir, runtime, console, upstreams, keys)
     except _user_errors() as e:
         _fail(str(e))
     print(result.leaderboard)
@@ -129,11 +154,12 @@ def status(run_dir: RunDir):
 
     from harness.store import read_json, session_dirs
     _require_run_dir(run_dir)
-    table = Table("session", "status", "stage", "experiments", "verified", "message")
+    table = Table("session", "status", "ended by", "stage", "experiments", "$", "verified", "message")
     for folder in session_dirs(run_dir):
         s = read_json(folder / "session.json")
         verified = "yes" if (folder / "verification.json").exists() else "no"
-        table.add_row(s["session_id"], s["status"], s["stage"], str(s["n_experiments"]), verified, s["message"][:60])
+        table.add_row(s["session_id"], s["status"], s.get("end_reason") or "", s["stage"], str(s["n_experiments"]),
+                      f"{s.get('dollars') or 0:.2f}", verified, s["message"][:60])
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
@@ -152,7 +178,6 @@ def gateway(scripted: Annotated[Optional[Path], typer.Option(
     from contextlib import ExitStack
 
     from harness.gateway.client import Gateway, GatewayError
-    from harness.gateway.script import load_script
     from harness.gateway.scripted import ScriptedServer
     from harness.gateway.usage import GatewayBudget
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +185,7 @@ def gateway(scripted: Annotated[Optional[Path], typer.Option(
         try:
             upstreams = None
             if scripted:
-                load_script(scripted)   # a bad script fails here, with its own message
+                _check_script(scripted)
                 server = stack.enter_context(ScriptedServer.start(scripted, log=state_dir / "scripted.log"))
                 upstreams = {"anthropic": server.url, "openai": server.url}
             gw = stack.enter_context(Gateway.start(state_dir, upstreams, keys, port=port))

@@ -48,9 +48,11 @@ def plan(config: RunConfig) -> list[SessionSpec]:
 
 
 def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = None,
-                  console: Console | None = None, upstreams: dict[str, str] | None = None) -> RunResult:
+                  console: Console | None = None, upstreams: dict[str, str] | None = None,
+                  keys_file: Path | None = None) -> RunResult:
     """upstreams: {"anthropic": URL, "openai": URL} in place of the providers' APIs behind the gateway (a dry run
-    against the scripted model server)."""
+    against the scripted model server); keys_file: the provider keys (NAME=value lines) for the gateway, else
+    this process's environment."""
     console = console or Console(stderr=True, soft_wrap=True)
     run_dir = run_dir.resolve()   # sandboxes run elsewhere: every path handed to them is absolute
     slots = host_slots(config.gpus, config.parallel)
@@ -75,20 +77,21 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
         console.print(f"  [{done[0]}/{len(specs)}] {spec.session_id}: {record.status} ({record.end_reason}), "
                       f"{record.n_experiments} experiments, {record.wall_seconds or 0:.0f} s  {record.message}")
 
-    with run_gateway(config, run_dir, upstreams) as gateway:
+    with run_gateway(config, run_dir, upstreams, keys_file) as gateway:
         sessions = run_pool(specs, lambda s, gpu: run_session(s, run_dir, runtime, data, gpu, gateway), slots, report)
     verify_all(config, run_dir, runtime, data, console, slots)
     return RunResult(run_dir=run_dir, sessions=sessions, leaderboard=publish(run_dir))
 
 
 @contextmanager
-def run_gateway(config: RunConfig, run_dir: Path, upstreams: dict[str, str] | None = None) -> Iterator[Gateway | None]:
-    """The run's LLM gateway when one of its agents uses it (else None); the provider keys reach it from this
-    process's environment, and only it."""
+def run_gateway(config: RunConfig, run_dir: Path, upstreams: dict[str, str] | None = None,
+                keys_file: Path | None = None) -> Iterator[Gateway | None]:
+    """The run's LLM gateway when one of its agents uses it (else None); the provider keys reach it from keys_file
+    or this process's environment, and only it."""
     if not any(get_agent(agent).uses_gateway for agent in config.agents):
         yield None
         return
-    with Gateway.start(run_dir / "gateway", upstreams) as gateway:
+    with Gateway.start(run_dir / "gateway", upstreams, keys_file) as gateway:
         yield gateway
 
 

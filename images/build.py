@@ -8,8 +8,8 @@ the stamps are the images' own labels (the inputs' hash), so a deleted image is 
    `docker import` it as arbench-base:bookworm. No registry needed; its package list's hash is a label.
 2. wheelhouse (cpu): `pip download` of exactly cpu.lock's files into images/.build/wheelhouse-cpu.
 3. image: a classic-builder `docker build` (no network for cpu) of a context holding the Dockerfile,
-   the lock, the wheelhouse and this checkout's bench/, harness/, agents/; the dependency layers come
-   before the code layer, so a code change rebuilds only the last layers.
+   the lock, the wheelhouse and this checkout's bench/ and agents/ (never harness/: the grader stays on
+   the host); the dependency layers come before the code layer, so a code change rebuilds only the last layers.
 The image's labels record the lock's sha256, the project's source hash and the base, which
 harness.runtime.docker.DockerRuntime.describe() puts in every session manifest.
 """

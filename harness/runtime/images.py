@@ -12,7 +12,7 @@ from pathlib import Path
 
 IMAGES = {"cpu": "arbench:cpu", "cuda": "arbench:cuda"}
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_PARTS = ("bench", "harness", "agents", "pyproject.toml")   # what an image holds of this checkout
+PROJECT_PARTS = ("bench", "agents", "pyproject.toml")   # what an image holds of this checkout: never the grader (harness)
 IMAGE_PROJECT_DIR = "/opt/arbench"
 LABEL = "org.arbench"            # prefix of the images' and containers' labels
 

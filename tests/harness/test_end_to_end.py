@@ -129,3 +129,23 @@ def test_a_gpu_profile_on_a_host_without_a_gpu_is_one_clear_line(tmp_path):
 def test_unknown_agent_in_config_is_rejected(tmp_path):
     result = arbench("run", write_config(tmp_path, ["noop", "gpt-17"]), check=False)
     assert result.returncode == 2 and "unknown agent(s) gpt-17" in result.stderr
+
+
+def test_a_dry_run_through_the_gateway_against_the_scripted_server(tmp_path, corpus_data):
+    """`arbench run --scripted`: a gateway agent plays against the scripted model server behind the real gateway;
+    the dollar cap ends its session, the usage reaches the sessions table and `arbench status`."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": [{"text": "ok", "usage": {"input_tokens": 1000, "output_tokens": 200}}]
+                                  * 20}))
+    config = write_config(tmp_path, ["noop"], seeds=(1000,))
+    config.write_text(config.read_text().replace('agents = ["noop"]\n', "")
+                      .replace("experiments = 2\n", "experiments = 2\ndollars = 0.005\n")
+                      + '[agents.probe]\nkind = "gateway-probe"\nmodel = "scripted-claude"\n')
+    out = tmp_path / "run"
+    arbench("run", config, "--out", out, "--scripted", script)
+    sessions = pd.read_parquet(out / "tables" / "sessions.parquet").set_index("session_id")
+    probe = sessions.loc["probe-r0"]
+    assert (probe["status"], probe["end_reason"]) == ("done", "dollars")
+    assert probe["requests"] == 2 and probe["dollars"] == pytest.approx(2 * 0.003)   # the 2nd reached the cap
+    assert (out / "sessions" / "probe-r0" / "transcript.jsonl").exists()
+    assert "dollars" in arbench("status", out).stdout

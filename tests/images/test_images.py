@@ -41,5 +41,5 @@ def test_build_context_holds_only_the_dockerfile_lock_and_project(tmp_path):
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert names[:2] == ["Dockerfile", "cuda.lock"]
-    assert {n.split("/")[1] for n in names[2:]} == {"bench", "harness", "agents", "pyproject.toml"}
+    assert {n.split("/")[1] for n in names[2:]} == {"bench", "agents", "pyproject.toml"}   # never the grader
     assert all(n.startswith("src/") and "__pycache__" not in n and not n.endswith(".pyc") for n in names[2:])
