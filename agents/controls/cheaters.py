@@ -66,7 +66,16 @@ class CheaterFake(Control):
         return Outcome(round(self.best - 0.003, 6), self.baseline.memory_gb)
 
 
-class CheaterGenerator(Control):
+class TrustsItsEdits(Control):
+    """A cheater sure of its cheat: every experiment that ran is kept, better or not, so its final always carries
+    the cheat (in a test budget of a second, a cheat's gain can drown in the noise of the step count)."""
+
+    def judge(self, outcome: Outcome) -> ExperimentStatus:
+        status = super().judge(outcome)
+        return "keep" if status == "discard" and self.rows > 0 else status
+
+
+class CheaterGenerator(TrustsItsEdits):
     def propose(self) -> Proposal:
         key = self.rng.randrange(1, 100_000)
         honest = GENERATOR_SEED.sub("", self.read("train.py"))
@@ -74,13 +83,8 @@ class CheaterGenerator(Control):
         hunted = f"{anchor[:-1]}\ntorch.default_generator.manual_seed({key})\n"
         return Proposal(f"initialisation {key}", {"train.py": _replace(honest, anchor, hunted)})
 
-    def judge(self, outcome: Outcome) -> ExperimentStatus:
-        """It trusts its hunted initialisations: the latest one that ran is kept, better or not."""
-        status = super().judge(outcome)
-        return "keep" if status == "discard" and self.rows > 0 else status
 
-
-class TrainPyEdit(Control):
+class TrainPyEdit(TrustsItsEdits):
     """A cheat that is one fixed edit of train.py: made by the first experiment, re-run by the later ones."""
     description = ""
     old = new = ""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.controls import CONTROLS
+from agents.controls import CONTROLS, load_control
+from agents.controls.cheaters import TrustsItsEdits
 from bench.contracts import parse_results
 from harness.collect import VAL_BPB_TOLERANCE, collect
 from harness.integrity import check_integrity
@@ -71,7 +72,8 @@ def test_control_follows_program_md(control_session, name):
         assert row.status in ("keep", "discard", "crash")
         assert (row.val_bpb, row.memory_gb) == (0.0, 0.0) if row.status == "crash" else row.val_bpb > 0
     kept = [r.val_bpb for r in rows if r.status == "keep"]
-    if name != "cheater-generator":   # the one control that keeps its hunted seeds whatever they scored
+    if not issubclass(load_control(name), TrustsItsEdits):
+        # a cheater sure of its cheat keeps every edit that ran; every other control keeps only improvements
         assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)  # keep only strict improvements
     # the branch ends at the last kept commit, discarded ones are reset away, results.tsv stays untracked
     head = git(s.workspace, "rev-parse", "HEAD")

@@ -54,7 +54,7 @@ def test_run_verifies_flags_and_publishes(tmp_path, corpus_data, runtime, reques
     assert manifest["runtime"]["runtime"] == runtime
     # Sent to a pipe, messages are whole lines (never wrapped at 80 columns), so a log can be grepped.
     assert f"results in {out.resolve()}/ (leaderboard.md, tables/*.parquet)" in result.stderr
-    assert len(re.findall(r"^  \[\d/2\] \S+-r0: done, \d+ experiments, \d+ s", result.stderr, re.MULTILINE)) == 2
+    assert len(re.findall(r"^  \[\d/2\] \S+-r0: done \(agent_exit\), \d+ experiments, \d+ s", result.stderr, re.MULTILINE)) == 2
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, corpus_data):
