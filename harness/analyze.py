@@ -372,7 +372,10 @@ def resolution(rows: list[AgentSummary]) -> Resolution | None:
     n = min(g.n_sessions for g in tested)
     means = np.sort([r.verified_test.mean for r in rows if r.verified_test.n_sessions])
     gap = float(np.diff(means).min()) if means.size >= 2 else float("nan")
-    repeats = stats.required_repeats(gap / sd, ALPHA, POWER) if gap > 0 and gap / sd > 0.01 else 0
+    try:
+        repeats = stats.required_repeats(gap / sd, ALPHA, POWER) if gap > 0 else 0
+    except ValueError:   # a gap far below the spread: more repeats than anyone runs, shown as not resolvable (0)
+        repeats = 0
     return Resolution(n, sd, sd * stats.detectable_effect(n, ALPHA, POWER), gap, repeats)
 
 
