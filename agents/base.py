@@ -30,6 +30,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 from agents.controls import CONTROLS
+from bench.contracts import gateway_env
 
 AGENT_LOG = "agent.log"                             # everything the agent printed
 GATEWAY_FILES = ("transcript.jsonl", "usage.json")  # what the gateway writes for the agent's session
@@ -88,9 +89,7 @@ class GatewayAgent(Agent):
         """The variables the Anthropic and OpenAI clients read, pointing at the gateway with the session's token."""
         if start.gateway_url is None or start.token is None:
             raise ValueError(f"agent {self.name} uses the LLM gateway and was started without one")
-        url = start.gateway_url.rstrip("/")
-        return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": start.token,
-                "OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": start.token}
+        return gateway_env(start.gateway_url, start.token)
 
 
 # ---------------------------------------------------------------------------

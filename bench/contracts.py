@@ -60,6 +60,12 @@ SEED_ENV = "ARBENCH_SEED"                    # the session's run seed: sitecusto
 LEDGER_SOCKET_ENV = "ARBENCH_LEDGER_SOCKET"  # the sandbox's path of the ledger socket: sitecustomize reports there
 
 
+def gateway_env(url: str, token: str) -> dict[str, str]:
+    """The variables the Anthropic and OpenAI clients read, pointing at the LLM gateway with a session's token."""
+    url = url.rstrip("/")
+    return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": token, "OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": token}
+
+
 # ---------------------------------------------------------------------------
 # results.tsv
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.contracts import RESULTS_FILE, LedgerRecord
+from bench.contracts import PROTECTED_FILES, RESULTS_FILE, LedgerRecord
 from harness.collect import (VAL_BPB_TOLERANCE, Commit, ExperimentRecord, all_commits, backing_runs, read_ledger,
                              read_results)
 from harness.workspace import file_at, git, sha256_bytes
@@ -49,7 +49,7 @@ FindingKind = Literal[
     "val_overfit",             # verification: the verified val gain exceeds the test gain beyond noise
 ]
 Severity = Literal["error", "warning"]
-PROTECTED = ("prepare.py", "profile.toml")  # they set the metric and the constants: changing them is a cheat
+PROTECTED = PROTECTED_FILES   # they set the metric and the constants: changing them is a cheat
 WORKING_FILES = {RESULTS_FILE, "run.log"}    # the protocol's own untracked files
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.contracts import gateway_env
 from harness.gateway.upstream import RetryPolicy
 from harness.gateway.usage import GatewayBudget, Usage
 from harness.runtime.process import stop_process_group
@@ -46,9 +47,7 @@ class SessionGrant:
     def env(self, base_url: str | None = None) -> dict[str, str]:
         """The variables the Anthropic and OpenAI CLIs read, pointing at base_url (default tcp_url; in a container,
         the loopback forwarder's URL)."""
-        url = (base_url or self.tcp_url).rstrip("/")
-        return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": self.token,
-                "OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": self.token}
+        return gateway_env(base_url or self.tcp_url, self.token)
 
 
 class Gateway:
