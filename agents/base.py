@@ -25,8 +25,11 @@ Imports only the standard library: agents/ imports bench/ and itself, never the 
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib
+import json
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from agents.controls import CONTROLS
@@ -34,6 +37,14 @@ from bench.contracts import gateway_env
 
 AGENT_LOG = "agent.log"                             # everything the agent printed
 GATEWAY_FILES = ("transcript.jsonl", "usage.json")  # what the gateway writes for the agent's session
+CLIS_DIR = Path(__file__).resolve().parent / "clis"  # agents/clis/<cli>/package.json: each CLI's pinned npm package
+
+# What every LLM agent is told, word for word, so that agents differ only in themselves: the original task's
+# kick-off (a person asks the agent to read program.md and start), and the nudge when it stopped before its budget.
+START_PROMPT = ("Have a look at program.md and let's kick off a new experiment. Do the setup first, then run the "
+                "experiment loop on your own. NEVER STOP: keep experimenting until you are stopped from outside.")
+CONTINUE_PROMPT = ("You stopped, but your budget is not spent. Do not ask, and do not summarise: continue the "
+                   "experiment loop in program.md from where you are, and NEVER STOP.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class Start:
     max_experiments: int           # the session's experiment cap, 0 = none: for the agent's information only
     gateway_url: str | None = None  # the LLM gateway as the sandbox reaches it (gateway agents only)
     token: str | None = None       # the session's gateway token: the agent's only API key (gateway agents only)
+    resume: int = 0                # 0 for the first start; n for the nth time the harness continued it
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,11 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def command(self, start: Start) -> list[str]:
         """The argv that starts the agent in its workspace (the working directory)."""
+
+    def continue_command(self, start: Start) -> list[str] | None:
+        """The argv that continues the agent after it exited before its budget (CONTINUE_PROMPT, in its own
+        conversation where it can); None: it is never continued (controls, probes)."""
+        return None
 
     def env(self, start: Start) -> dict[str, str]:
         return {}
@@ -90,6 +107,31 @@ class GatewayAgent(Agent):
         if start.gateway_url is None or start.token is None:
             raise ValueError(f"agent {self.name} uses the LLM gateway and was started without one")
         return gateway_env(start.gateway_url, start.token)
+
+
+@dataclass(frozen=True)
+class CliAgent(GatewayAgent):
+    """An agent CLI people run autoresearch with, installed in the image at the version agents/clis/<cli>/ pins,
+    started non-interactively on START_PROMPT, continued on CONTINUE_PROMPT."""
+    cli: ClassVar[str]             # its folder under agents/clis/ and its npm package's key there
+
+    def cli_version(self) -> str:
+        """The exact version its package.json pins."""
+        dependencies = json.loads((CLIS_DIR / self.cli / "package.json").read_text())["dependencies"]
+        return next(iter(dependencies.values()))
+
+    def settings(self) -> dict[str, Any]:
+        """The adapter's own settings (flags, variables): for the manifest, so two runs can be told apart."""
+        return {}
+
+    def prompts(self) -> str:
+        """Everything the agent is told besides program.md; hashed into the manifest."""
+        return START_PROMPT + "\n" + CONTINUE_PROMPT
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {
+            "cli": self.cli, "cli_version": self.cli_version(), "settings": self.settings(),
+            "prompt_sha256": hashlib.sha256(self.prompts().encode()).hexdigest()}
 
 
 # ---------------------------------------------------------------------------

@@ -34,16 +34,23 @@ class GatewayProbe(GatewayAgent):
     model: str = "scripted-claude"
     api: API = "messages"
     interval_s: float = 0.05      # pause between requests
+    requests: int = 0             # exit (code 0) after this many requests; 0: never
+    continued: bool = False       # the harness continues it when it exits early (as it does a CLI agent)
 
     def __post_init__(self):
         if self.api not in APIS:
             raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
         if not isinstance(self.interval_s, (int, float)) or self.interval_s < 0:
             raise ValueError(f"interval_s must be a number >= 0, got {self.interval_s!r}")
+        if not isinstance(self.requests, int) or self.requests < 0:
+            raise ValueError(f"requests must be an integer >= 0, got {self.requests!r}")
 
     def command(self, start: Start) -> list[str]:
         return ["python", "-m", "agents.probe", "--api", self.api, "--model", self.model,
-                "--interval", str(self.interval_s)]
+                "--interval", str(self.interval_s), "--requests", str(self.requests)]
+
+    def continue_command(self, start: Start) -> list[str] | None:
+        return self.command(start) if self.continued else None
 
 
 def request(api: API, model: str, n: int) -> urllib.request.Request:

@@ -154,12 +154,13 @@ def status(run_dir: RunDir):
 
     from harness.store import read_json, session_dirs
     _require_run_dir(run_dir)
-    table = Table("session", "status", "ended by", "stage", "experiments", "$", "verified", "message")
+    table = Table("session", "status", "ended by", "stage", "experiments", "$", "resumes", "verified", "message")
     for folder in session_dirs(run_dir):
         s = read_json(folder / "session.json")
         verified = "yes" if (folder / "verification.json").exists() else "no"
+        spent = s.get("dollars") or read_json(folder / "usage.json", {}).get("dollars") or 0  # live while it runs
         table.add_row(s["session_id"], s["status"], s.get("end_reason") or "", s["stage"], str(s["n_experiments"]),
-                      f"{s.get('dollars') or 0:.2f}", verified, s["message"][:60])
+                      f"{spent:.2f}", str(s.get("resumes", 0)), verified, s["message"][:60])
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 

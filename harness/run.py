@@ -70,6 +70,7 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
                   + (f" / {budget.experiments} experiments" if budget.experiments else "")
                   + (f" / ${budget.dollars:g}" if budget.dollars else "")
                   + (f" / {budget.tokens} tokens" if budget.tokens else ""))
+    console.print(cost_ceiling(config, specs))
     done = [0]
 
     def report(spec: SessionSpec, record: SessionRecord) -> None:
@@ -81,6 +82,18 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
         sessions = run_pool(specs, lambda s, gpu: run_session(s, run_dir, runtime, data, gpu, gateway), slots, report)
     verify_all(config, run_dir, runtime, data, console, slots)
     return RunResult(run_dir=run_dir, sessions=sessions, leaderboard=publish(run_dir))
+
+
+def cost_ceiling(config: RunConfig, specs: list[SessionSpec]) -> str:
+    """The most the run can spend on models: its LLM sessions × the dollar cap (the gateway refuses past it)."""
+    llm = sum(get_agent(spec.agent).uses_gateway for spec in specs)
+    if not llm:
+        return "cost ceiling: $0 (no agent talks to a model)"
+    if config.budget.dollars is None:
+        return (f"cost ceiling: none: {llm} LLM sessions and no [budget] dollars cap, so their spend is not bounded "
+                "(set budget.dollars)")
+    return (f"cost ceiling: ${llm * config.budget.dollars:,.2f} = {llm} LLM sessions × ${config.budget.dollars:g} "
+            "cap each (the gateway refuses requests past a session's cap)")
 
 
 @contextmanager

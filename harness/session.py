@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -31,13 +32,15 @@ from harness.gateway.usage import GatewayBudget, Usage
 from harness.integrity import check_integrity
 from harness.ledger import LedgerService
 from harness.provenance import project_revision
-from harness.runtime.base import ExecResult, GatewayAddress, Mount, Runtime, SandboxSpec
+from harness.runtime.base import ExecResult, GatewayAddress, Mount, Runtime, Sandbox, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
 from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
 LEDGER_TARGET = "/ledger"               # the run ledger's socket folder, read-only; its records are never mounted
+MAX_RESUMES = 50                        # continues of an agent that keeps stopping early, per session
+MIN_RESUME_S = 10.0                     # less budget left than this: not worth another start
 USAGE_FIELDS = ("requests", "retries", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "dollars")              # the gateway's totals a session record keeps, by Usage's names
 
@@ -90,6 +93,7 @@ class SessionRecord:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     dollars: float = 0.0
+    resumes: int = 0                      # times the harness continued an agent that stopped before its budget
     schema_version: int = SCHEMA_VERSION
 
 
@@ -140,14 +144,16 @@ def _run_stages(spec, folder, runtime, data, record, gpu, gateway) -> SessionRec
     record = replace(record, stage="agent", baseline_commit=baseline.commit)
     write_json(folder / "session.json", record)
 
-    result, watched, after = _run_agent(spec, folder, runtime, data, gpu, agent, gateway)
+    result, resumes, watched, after = _run_agent(spec, folder, runtime, data, gpu, agent, gateway)
     status, end_reason, message = _agent_outcome(result, watched, after, folder / AGENT_LOG)
+    if resumes:
+        message += f"; continued {resumes} time{'s' * (resumes > 1)} after it stopped early"
     missing = [name for name in agent.leaves if not (folder / name).exists()]
     if missing:
         message += f"; it left no {', '.join(missing)}"
 
     record = replace(record, stage="collect", status="running", end_reason=end_reason, message=message,
-                     **_usage_totals(folder))
+                     resumes=resumes, **_usage_totals(folder))
     write_json(folder / "session.json", record)
     n_experiments = _collect(folder)
     if status == "infra_error":
@@ -157,9 +163,10 @@ def _run_stages(spec, folder, runtime, data, record, gpu, gateway) -> SessionRec
 
 
 def _run_agent(spec: SessionSpec, folder: Path, runtime: Runtime, data: DataPaths, gpu: int | None, agent: Agent,
-               gateway: Gateway | None) -> tuple[ExecResult, Stop | None, Stop | None]:
-    """The agent in its sandbox until it exits, its time is up or BudgetWatch stops it. Returns the sandbox's
-    result, the stop BudgetWatch made, and the cap or outage found once the agent had ended (one it exited on)."""
+               gateway: Gateway | None) -> tuple[ExecResult, int, Stop | None, Stop | None]:
+    """The agent in its sandbox until it exits for good, its time is up or BudgetWatch stops it. Returns the
+    sandbox's last result (its seconds: the whole stage), the times it was continued, the stop BudgetWatch made, and
+    the cap or outage found once the agent had ended (one it exited on)."""
     if agent.uses_gateway and gateway is None:
         raise RuntimeError(f"agent {agent.name} uses the LLM gateway and none was started for this run")
     grant = gateway.open_session(spec.session_id, folder, GatewayBudget(spec.budget.dollars, spec.budget.tokens)) \
@@ -173,12 +180,43 @@ def _run_agent(spec: SessionSpec, folder: Path, runtime: Runtime, data: DataPath
             env = {"ARBENCH_DATA_DIR": sandbox.path(data.data_dir),
                    LEDGER_SOCKET_ENV: sandbox.path(service.socket_path), SEED_ENV: str(spec.seed)} | agent.env(start)
             poll = (lambda: gateway.usage(spec.session_id)) if grant else None
+            capped = lambda: stop_for(spec.budget, service.over_cap.is_set(), poll() if poll else None)  # noqa: E731
             with BudgetWatch(spec.budget, sandbox, service, poll, folder / AGENT_LOG) as watch:
-                result = sandbox.exec(agent.command(start), folder / AGENT_LOG, timeout_s=spec.budget.seconds, env=env)
+                result, resumes = _run_until_spent(agent, start, sandbox, env, spec.budget.seconds,
+                                                   folder / AGENT_LOG, lambda: watch.stop or capped(),
+                                                   (lambda: poll().requests) if poll else (lambda: 0))
     finally:
         if grant is not None:   # its files are final once it is closed
             usage = gateway.close_session(spec.session_id)
-    return result, watch.stop, stop_for(spec.budget, service.over_cap.is_set(), usage)
+    return result, resumes, watch.stop, stop_for(spec.budget, service.over_cap.is_set(), usage)
+
+
+def _run_until_spent(agent: Agent, start: Start, sandbox: Sandbox, env: dict[str, str], seconds: float, log: Path,
+                     stopped: Callable[[], Stop | None], requests: Callable[[], int]) -> tuple[ExecResult, int]:
+    """The agent's command, then its continue_command each time it exits cleanly (code 0) with its budget not spent
+    ("NEVER STOP" is an instruction, not a guarantee), at most MAX_RESUMES times. It is not continued when its last
+    run asked the model nothing (a broken agent would loop) or under MIN_RESUME_S is left."""
+    began = time.monotonic()
+    deadline, argv, resumes = began + seconds, agent.command(start), 0
+    while True:
+        asked_before = requests()
+        result = sandbox.exec(argv, log, timeout_s=deadline - time.monotonic(), env=env)
+        result = replace(result, seconds=time.monotonic() - began)
+        argv = agent.continue_command(replace(start, resume=resumes + 1))
+        if argv is None or result.exit_code != 0 or stopped() is not None:
+            return result, resumes
+        left = deadline - time.monotonic()
+        why_not = ("its budget is spent" if left < MIN_RESUME_S else
+                   f"it was continued {MAX_RESUMES} times already" if resumes >= MAX_RESUMES else
+                   "its last run asked the model nothing" if requests() == asked_before else None)
+        with open(log, "a") as f:
+            f.write(f"\n[arbench] {time.strftime('%H:%M:%S')} " +
+                    (f"not continued: {why_not}\n" if why_not else
+                     f"resume {resumes + 1}: the agent exited after {result.seconds:.0f} s with {left:.0f} s of "
+                     f"its budget left; continued with the continue prompt\n"))
+        if why_not:
+            return result, resumes
+        resumes += 1
 
 
 def _usage_totals(folder: Path) -> dict:
@@ -204,7 +242,7 @@ def agent_sandbox(spec: SessionSpec, folder: Path, data: DataPaths, gpu: int | N
     mounts = (Mount(data.data_dir, DATA_TARGET), Mount(ledger_socket_dir, LEDGER_TARGET))
     gateway = GatewayAddress(grant.socket_path, grant.tcp_url) if grant else None
     return SandboxSpec(name=f"arbench-{spec.run_id}-{spec.session_id}", workspace=folder / "workspace",
-                       mounts=mounts, gpu_ids=() if gpu is None else (gpu,),
+                       home=folder / "home", mounts=mounts, gpu_ids=() if gpu is None else (gpu,),
                        network="gateway" if gateway else "none", gateway=gateway)
 
 

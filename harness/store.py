@@ -8,12 +8,15 @@
                                         the budgets, the LLM gateway's usage totals
         manifest.json                   provenance: profile hash, runtime/image, agent, host, git revision
         workspace/                      the agent's git repo (branch autoresearch/<tag>)
+        home/                           the agent's $HOME, kept across its continues (a CLI's own session files)
         ledger/                         one JSON per training run, written by the host's run ledger (harness/ledger.py)
-        agent.log                       everything the agent printed; a last line says which cap stopped it
+        agent.log                       everything the agent printed (a CLI's JSON event stream), `[arbench]`
+                                        lines where it was continued; a last line says which cap stopped it
         transcript.jsonl, usage.json    the agent's LLM gateway session: every exchange, and the totals (gateway
                                         agents; written by the gateway, never seen by the agent)
         experiments.json                collect: one record per results.tsv row
         findings.json                   integrity findings
+        transcript.md                   the session for a person: messages, tool calls and results, tokens, dollars
         verification.json               verify: runs (bpb per role, held-out seed and split), pairs with their
                                         attempts and measurements, findings from the runs (harness/verify.py)
       sessions/<id>.interrupted-<n>/    a session killed mid-way, set aside (never deleted) when redone
@@ -77,13 +80,21 @@ def session_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "session.json").exists() and ".interrupted-" not in p.name)
 
 
+def _agent_columns(agent: dict) -> dict:
+    """What the sessions table says of the agent (its manifest's description): kind, model, CLI version, prompt hash
+    and its adapter's settings, so that rows made with different CLI versions or prompts can be told apart."""
+    return {"kind": agent.get("kind", ""), "model": agent.get("model", ""), "cli_version": agent.get("cli_version", ""),
+            "prompt_sha256": agent.get("prompt_sha256", ""),
+            "agent_settings": json.dumps(agent.get("settings", {}) | agent.get("parameters", {}), sort_keys=True)}
+
+
 def build_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     """Rebuild the parquet tables from the session folders; returns them."""
     import pandas as pd   # here, not at the top: the gateway process writes JSON through this module
     rows: dict[str, list[dict]] = {name: [] for name in TABLES}
     for folder in session_dirs(run_dir):
         session = read_json(folder / "session.json")
-        rows["sessions"].append(session)
+        rows["sessions"].append(session | _agent_columns(read_json(folder / "manifest.json", {}).get("agent", {})))
         tag = {"session_id": session["session_id"], "agent": session["agent"]}
         rows["experiments"] += [tag | e for e in read_json(folder / "experiments.json", [])]
         verification = read_json(folder / "verification.json", {})

@@ -41,6 +41,8 @@ class GatewayAddress:
 class SandboxSpec:
     name: str
     workspace: Path                           # read-write; the working directory of every command
+    home: Path | None = None                  # read-write, kept across commands: $HOME (an agent CLI's own state,
+                                              # e.g. the conversation it resumes); None: a throwaway one
     mounts: tuple[Mount, ...] = ()
     env: dict[str, str] = field(default_factory=dict)   # values may name paths from Sandbox.path()
     gpu_ids: tuple[int, ...] = ()

@@ -1,7 +1,8 @@
 """The docker runtime: each exec runs in a fresh container of the pinned image; a sandbox's containers
 serve its session only.
 
-What a container gets: the workspace read-write at /workspace, the spec's mounts at their targets, no network
+What a container gets: the workspace read-write at /workspace, the spec's home (if any) read-write at /home/agent,
+the spec's mounts at their targets, no network
 (`--network none`, whatever spec.network says), exactly the GPUs in spec.gpu_ids, CPU and memory limits, no
 capabilities, no variable of the harness's environment (provider keys included), a non-root user (the image's `agent`
 when the harness runs as root; the workspace and read-write mounts are handed to it for the exec and back afterwards).
@@ -79,6 +80,8 @@ class DockerSandbox(Sandbox):
         self.as_agent = os.geteuid() == 0
         self.as_root = self.as_agent and spec.start_as_root
         self._running = None
+        if spec.home is not None:
+            spec.home.mkdir(parents=True, exist_ok=True)
         missing = [m.source for m in spec.mounts if not m.source.exists()]
         if missing or not spec.workspace.is_dir():
             raise RuntimeError_(f"sandbox {spec.name}: {missing[0] if missing else spec.workspace} does not exist")
@@ -86,6 +89,7 @@ class DockerSandbox(Sandbox):
 
     def _mapping(self) -> list[tuple[Path, str]]:
         pairs = [(self.spec.workspace, self.WORKSPACE)] + [(m.source, m.target) for m in self.spec.mounts]
+        pairs += [(self.spec.home, AGENT_HOME)] if self.spec.home else []
         pairs += [(PROJECT_ROOT / part, f"{IMAGE_PROJECT_DIR}/{part}") for part in PROJECT_PARTS]
         return sorted(((Path(os.path.abspath(s)), t) for s, t in pairs), key=lambda p: -len(p[0].parts))
 
@@ -106,7 +110,7 @@ class DockerSandbox(Sandbox):
         """Keyword arguments of containers.create for one exec: everything the container may reach."""
         spec = self.spec
         user, home = (("0:0", "/root") if self.as_root else (AGENT_USER, AGENT_HOME) if self.as_agent
-                      else (f"{os.geteuid()}:{os.getegid()}", "/tmp"))
+                      else (f"{os.geteuid()}:{os.getegid()}", AGENT_HOME if spec.home else "/tmp"))
         full_env = {"HOME": home, "PYTHONUNBUFFERED": "1"} | spec.env | (env or {})
         if self.as_root:
             full_env[CHILD_USER_ENV] = AGENT_USER
@@ -115,6 +119,8 @@ class DockerSandbox(Sandbox):
         mounts = [DockerMount(self.WORKSPACE, str(spec.workspace.absolute()), type="bind", read_only=False)]
         mounts += [DockerMount(m.target, str(m.source.absolute()), type="bind", read_only=m.read_only)
                    for m in spec.mounts]
+        if spec.home is not None:
+            mounts.append(DockerMount(AGENT_HOME, str(spec.home.absolute()), type="bind", read_only=False))
         if spec.gateway is not None:
             mounts.append(DockerMount(GATEWAY_DIR, str(spec.gateway.socket_path.parent), type="bind", read_only=True))
             argv = ["python", "-m", "bench.forward", "--listen", f"127.0.0.1:{FORWARD_PORT}",
@@ -156,7 +162,8 @@ class DockerSandbox(Sandbox):
         if not self.as_agent or self.as_root:   # the container runs as the workspace's owner: nothing to hand over
             yield
             return
-        writable = [self.spec.workspace] + [m.source for m in self.spec.mounts if not m.read_only]
+        writable = [self.spec.workspace, *([self.spec.home] if self.spec.home else [])] + \
+            [m.source for m in self.spec.mounts if not m.read_only]
         owners = [(p, p.stat().st_uid, p.stat().st_gid) for p in writable if p.is_dir()]
         for path, _, _ in owners:
             chown_tree(path, AGENT_UID, AGENT_UID)

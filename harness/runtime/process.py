@@ -62,7 +62,7 @@ class ProcessSandbox(Sandbox):
     def __init__(self, spec: SandboxSpec, cpus: int | None):
         super().__init__(spec)
         self.cpus = cpus
-        self.home = spec.workspace.parent / "home"
+        self.home = spec.home or spec.workspace.parent / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self._running: subprocess.Popen | None = None
 

@@ -54,3 +54,33 @@ def test_broken_sandbox_is_an_infra_error_with_rows_kept_and_is_redone(tmp_path,
     aside = tmp_path / "sessions" / "noop-r0.interrupted-1"
     assert json.loads((aside / "session.json").read_text())["status"] == "infra_error"
     assert len(json.loads((aside / "experiments.json").read_text())) == 2
+
+
+def probe_session(tmp_path, model_gateway, corpus_data, **params):
+    spec = SessionSpec(run_id="t", agent=AgentSpec("probe", "gateway-probe", params), repeat=0, seed=0,
+                       profile=fast_profile(), source="corpus", budget=Budget(seconds=120, experiments=0))
+    record = run_session(spec, tmp_path, get_runtime("process", cpus=2), corpus_data, gateway=model_gateway.gateway)
+    return record, (tmp_path / "sessions" / spec.session_id / "agent.log").read_text()
+
+
+def test_an_agent_that_stops_early_is_continued_until_the_limit(tmp_path, model_gateway, corpus_data, monkeypatch):
+    monkeypatch.setattr("harness.session.MAX_RESUMES", 2)
+    model_gateway.scripted.load({"turns": [{"text": "ok", "usage": {"input_tokens": 10, "output_tokens": 2}}] * 20})
+    record, log = probe_session(tmp_path, model_gateway, corpus_data, requests=2, continued=True)
+    assert (record.status, record.end_reason, record.resumes, record.requests) == ("done", "agent_exit", 2, 6)
+    assert "resume 1:" in log and "resume 2:" in log and "not continued: it was continued 2 times already" in log
+    assert "continued 2 times" in record.message
+
+
+def test_an_agent_whose_run_asked_nothing_is_not_continued(tmp_path, model_gateway, corpus_data):
+    """A model the gateway's price table lacks is refused before it is asked: a broken agent, not a lazy one."""
+    record, log = probe_session(tmp_path, model_gateway, corpus_data, model="no-such-model", requests=1,
+                                continued=True)
+    assert (record.end_reason, record.resumes, record.requests) == ("agent_exit", 0, 0), record.message
+    assert "not continued: its last run asked the model nothing" in log
+
+
+def test_an_agent_without_a_continue_command_is_never_continued(tmp_path, model_gateway, corpus_data):
+    record, log = probe_session(tmp_path, model_gateway, corpus_data, requests=1)
+    assert (record.end_reason, record.resumes, record.requests) == ("agent_exit", 0, 1)
+    assert "[arbench]" not in log
