@@ -3,6 +3,8 @@
 import math
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,6 +228,18 @@ def test_ranks_and_resolution_of_the_leaderboard(tables, rows):
     assert res.repeats_for_gap == required_repeats(0.01 / sd)
     assert resolution([s for s in analyze(tables) if s.profile_hash == "h2"]) is None
 
+
+
+def test_resolution_of_a_gap_far_below_the_spread_is_not_resolvable_rather_than_a_crash(tables):
+    """Two agents 0.011 session SDs apart: the repeats needed to separate them pass the search limit (a crash
+    once); publishing shows 0, not resolvable."""
+    rows = [s for s in analyze(tables) if s.profile_hash == "h1"]
+    gap = 0.011 * float(np.std([0.03, 0.04 / 3, 0.0], ddof=1))   # the fixture's pooled SD (see above)
+    ahead = min(r.verified_test.mean for r in rows if r.verified_test.n_sessions)
+    rows = [replace(r, verified_test=replace(r.verified_test, mean=ahead + gap)) if r.agent == "noop" else r
+            for r in rows]
+    res = resolution(rows)
+    assert res.closest_gap == pytest.approx(gap) and res.repeats_for_gap == 0
 
 def write_session_folders(run_dir, tables):
     """The fixture as session folders, the way the session, collect and verify stages leave them."""
