@@ -26,9 +26,8 @@ from bench.profile import Profile, load_profile
 from harness.benchmark_docker import report as report_container_overhead
 from harness.benchmark_gateway import report as report_gateway_overhead
 from harness.data import DataMissing, require_prepared
+from harness.runtime.process import SITECUSTOMIZE_DIR
 from harness.workspace import task_files
-
-SITECUSTOMIZE_DIR = Path(__file__).resolve().parent.parent / "bench" / "sitecustomize"
 TOK_PER_SEC = re.compile(r"tok/sec: ([\d,]+)")
 
 

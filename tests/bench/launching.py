@@ -14,8 +14,8 @@ from bench.contracts import RunOutcome
 from bench.profile import Profile, load_profile, render_train_py
 from harness.benchmark import step_limited, write_workspace
 from harness.data import DataPaths
+from harness.runtime.process import SITECUSTOMIZE_DIR
 
-SITECUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "bench" / "sitecustomize"
 
 
 def small_profile() -> Profile:
