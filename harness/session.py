@@ -34,6 +34,7 @@ from harness.ledger import LedgerService
 from harness.provenance import project_revision
 from harness.runtime.base import ExecResult, GatewayAddress, Mount, Runtime, Sandbox, SandboxSpec
 from harness.store import SCHEMA_VERSION, read_json, write_json
+from harness.transcript import write_transcript
 from harness.workspace import git, make_workspace, sha256_bytes
 
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
@@ -205,15 +206,16 @@ def _run_until_spent(agent: Agent, start: Start, sandbox: Sandbox, env: dict[str
         argv = agent.continue_command(replace(start, resume=resumes + 1))
         if argv is None or result.exit_code != 0 or stopped() is not None:
             return result, resumes
-        left = deadline - time.monotonic()
+        left, asked = deadline - time.monotonic(), requests()
         why_not = ("its budget is spent" if left < MIN_RESUME_S else
                    f"it was continued {MAX_RESUMES} times already" if resumes >= MAX_RESUMES else
-                   "its last run asked the model nothing" if requests() == asked_before else None)
-        with open(log, "a") as f:
+                   "its last run asked the model nothing" if asked == asked_before else None)
+        with open(log, "a") as f:   # the request count places the continue in transcript.md
             f.write(f"\n[arbench] {time.strftime('%H:%M:%S')} " +
                     (f"not continued: {why_not}\n" if why_not else
-                     f"resume {resumes + 1}: the agent exited after {result.seconds:.0f} s with {left:.0f} s of "
-                     f"its budget left; continued with the continue prompt\n"))
+                     f"resume {resumes + 1} after {asked} model requests: the agent exited after "
+                     f"{result.seconds:.0f} s with {left:.0f} s of its budget left; continued with the continue "
+                     "prompt\n"))
         if why_not:
             return result, resumes
         resumes += 1
@@ -226,12 +228,14 @@ def _usage_totals(folder: Path) -> dict:
 
 
 def _collect(folder: Path) -> int:
-    """Experiments and integrity findings from the workspace as the agent left it; the number of experiments."""
+    """Experiments and integrity findings from the workspace as the agent left it, and transcript.md (an agent
+    with a gateway session); the number of experiments."""
     baseline_files = read_json(folder / "manifest.json")["baseline_files"]
     workspace, ledger = folder / "workspace", folder / "ledger"
     experiments = collect(workspace, ledger)
     write_json(folder / "experiments.json", experiments)
     write_json(folder / "findings.json", check_integrity(workspace, baseline_files, experiments, ledger))
+    write_transcript(folder)
     return len(experiments)
 
 

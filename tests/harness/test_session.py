@@ -68,8 +68,10 @@ def test_an_agent_that_stops_early_is_continued_until_the_limit(tmp_path, model_
     model_gateway.scripted.load({"turns": [{"text": "ok", "usage": {"input_tokens": 10, "output_tokens": 2}}] * 20})
     record, log = probe_session(tmp_path, model_gateway, corpus_data, requests=2, continued=True)
     assert (record.status, record.end_reason, record.resumes, record.requests) == ("done", "agent_exit", 2, 6)
-    assert "resume 1:" in log and "resume 2:" in log and "not continued: it was continued 2 times already" in log
+    assert "resume 1 after 2 model requests:" in log and "resume 2 after 4 model requests:" in log and "not continued: it was continued 2 times already" in log
     assert "continued 2 times" in record.message
+    transcript = (tmp_path / "sessions" / "probe-r0" / "transcript.md").read_text()
+    assert transcript.count("probe request") >= 2 and "resume 2 after 4 model requests" in transcript
 
 
 def test_an_agent_whose_run_asked_nothing_is_not_continued(tmp_path, model_gateway, corpus_data):
