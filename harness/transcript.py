@@ -125,7 +125,8 @@ def responses_items(entry: dict) -> list[Item]:
         return [Item("call", name=entry.get("name", ""), call_id=entry.get("call_id", ""),
                      arguments=_json(entry.get("arguments")))]
     if kind == "custom_tool_call":
-        return [Item("call", name=entry.get("name", ""), call_id=entry.get("call_id", ""), arguments=entry.get("input"))]
+        return [Item("call", name=entry.get("name", ""), call_id=entry.get("call_id", ""),
+                     arguments=entry.get("input"))]
     if kind in ("function_call_output", "custom_tool_call_output"):
         return [Item("result", _text(entry.get("output")), call_id=entry.get("call_id", ""))]
     if kind == "reasoning":
@@ -168,7 +169,8 @@ WIRES = {
     "responses": Wire(responses_entries, responses_items, lambda r: list(r.get("output") or []),
                       lambda e: e.get("role") == "assistant" or e.get("type") in MODEL_ITEMS),
     "chat": Wire(lambda r: list(r.get("messages") or []), chat_items,
-                 lambda r: [(r.get("choices") or [{}])[0].get("message") or {}], lambda e: e.get("role") == "assistant"),
+                 lambda r: [(r.get("choices") or [{}])[0].get("message") or {}],
+                 lambda e: e.get("role") == "assistant"),
 }
 
 
@@ -254,7 +256,8 @@ def read_agent_log(path: Path) -> AgentLog:
         line = raw.strip()
         if match := RESUME.match(line):
             after = AFTER_REQUESTS.search(match.group(3))
-            log.resumes.append(Resume(int(match.group(2)), line, match.group(1), int(after.group(1)) if after else None))
+            log.resumes.append(Resume(int(match.group(2)), line, match.group(1),
+                                      int(after.group(1)) if after else None))
         elif line.startswith("[arbench]"):
             log.notes.append(line)
         elif line.startswith("{"):
@@ -317,36 +320,9 @@ def _call(item: Item) -> str:
         if isinstance(command, str) and name in ("command", "cmd"):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
-        parts.append(f"`{name}`:\n\n{_fenced(_cut(text))}" if "\n" in text or len(text) > 100 else f"`{name}`: `{text}`")
+        long = "\n" in text or len(text) > 100
+        parts.append(f"`{name}`:\n\n{_fenced(_cut(text))}" if long else f"`{name}`: `{text}`")
     return "\n\n".join(parts)
-
-
-def render_item(item: Item, tools: dict[str, str], systems: set[str]) -> str:
-    if item.kind == "system":
-        digest = hashlib.sha256(item.text.encode()).hexdigest()
-        if digest in systems:
-            return "*(the same system prompt as before)*"
-        systems.add(digest)
-        return (f"<details><summary>System prompt ({len(item.text):,} characters)</summary>\n\n"
-                f"{_fenced(_cut(item.text, 4 * MAX_TEXT))}\n\n</details>")
-    if item.kind == "user":
-        return f"**User**\n\n{_quote(_cut(item.text))}"
-    if item.kind == "assistant":
-        return f"**Assistant**\n\n{_quote(_cut(item.text))}"
-    if item.kind == "thinking":
-        return f"<details><summary>Thinking</summary>\n\n{_quote(_cut(item.text))}\n\n</details>"
-    if item.kind == "call":
-        tools[item.call_id] = item.name
-        return _call(item)
-    if item.kind == "result":
-        name, text, note = tools.get(item.call_id, "?"), item.text, " (error)" if item.error else ""
-        observation = _json(text) if text.startswith("{") else None
-        if isinstance(observation, dict) and "returncode" in observation:   # mini-swe-agent's JSON observation
-            text = observation.get("output") or (f"{observation.get('output_head', '')}\n[... {observation.get('elided_chars')}"
-                                                 f" characters elided by the scaffold ...]\n{observation.get('output_tail', '')}")
-            note = f"{note}, exit code {observation['returncode']}"
-        return f"**Tool result** `{name}`{note}\n\n{_fenced(_cut(text))}"
-    return f"*{item.text}*"
 
 
 def _tokens(tokens: dict | None, estimated: bool) -> str:
@@ -360,56 +336,87 @@ def _tokens(tokens: dict | None, estimated: bool) -> str:
     return " + ".join(parts) + f" → {tokens.get('output_tokens', 0):,} out" + (" (estimated)" if estimated else "")
 
 
+def _observation(text: str) -> tuple[str, str]:
+    """A tool result's text and a note; mini-swe-agent's JSON observation read as its command's output."""
+    observation = _json(text) if text.startswith("{") else None
+    if not isinstance(observation, dict) or "returncode" not in observation:
+        return text, ""
+    if "output" not in observation:   # its own cut of a long output
+        text = (f"{observation.get('output_head', '')}\n[... {observation.get('elided_chars')} characters elided by "
+                f"the scaffold ...]\n{observation.get('output_tail', '')}")
+    return observation.get("output", text), f", exit code {observation['returncode']}"
+
+
 @dataclass
-class Totals:
-    requests: int = 0
+class Renderer:
+    """What rendering remembers from one exchange to the next."""
+    conversations: Conversations = field(default_factory=Conversations)
+    tools: dict[str, str] = field(default_factory=dict)   # call id -> tool name, for the results
+    seen: set[str] = field(default_factory=set)           # system prompts and tool lists shown already
+    requests: int = 0                                     # forwarded upstream (the gateway's count)
     tokens: int = 0
     dollars: float = 0.0
 
+    def item(self, item: Item) -> str:
+        if item.kind == "system":
+            digest = hashlib.sha256(item.text.encode()).hexdigest()
+            if digest in self.seen:
+                return "*(the same system prompt as before)*"
+            self.seen.add(digest)
+            return (f"<details><summary>System prompt ({len(item.text):,} characters)</summary>\n\n"
+                    f"{_fenced(_cut(item.text, 4 * MAX_TEXT))}\n\n</details>")
+        if item.kind in ("user", "assistant"):
+            return f"**{item.kind.capitalize()}**\n\n{_quote(_cut(item.text))}"
+        if item.kind == "thinking":
+            return f"<details><summary>Thinking</summary>\n\n{_quote(_cut(item.text))}\n\n</details>"
+        if item.kind == "call":
+            self.tools[item.call_id] = item.name
+            return _call(item)
+        if item.kind == "result":
+            text, note = _observation(item.text)
+            return (f"**Tool result** `{self.tools.get(item.call_id, '?')}`{' (error)' if item.error else ''}{note}"
+                    f"\n\n{_fenced(_cut(text))}")
+        return f"*{item.text}*"
 
-def render_exchange(number: int, exchange: dict, conversations: Conversations, totals: Totals,
-                    tools: dict[str, str], systems: set[str]) -> str:
-    kind = ROUTES[exchange["route"]].kind
-    wire = WIRES[kind]
-    clock = time.strftime("%H:%M:%S", time.localtime(exchange["time"]))
-    request = exchange.get("request")
-    model = exchange.get("model") or (request.get("model") if isinstance(request, dict) else None)
-    out = [f"### {number} · {clock} · {model or '?'}"]
-    tokens = exchange.get("tokens") or {}
-    totals.tokens += sum(v for v in tokens.values() if isinstance(v, int))
-    totals.dollars += exchange.get("dollars") or 0.0
-    if exchange.get("refused"):
-        out.append(f"**Refused by the gateway** ({exchange['status']}): {exchange['refused']}")
-    else:
-        totals.requests += 1
-        out.append(f"*{_tokens(tokens, not exchange.get('usage_reported', True))} · ${exchange.get('dollars', 0):.4f}"
-                   f" · session so far {totals.tokens:,} tokens, ${totals.dollars:.4f}"
-                   f" · {exchange.get('seconds', 0):.1f} s*")
-    if exchange.get("attempts"):
-        failed = ", ".join(str(a.get("status") or a.get("error", "?"))[:80] for a in exchange["attempts"])
-        out.append(f"*after {len(exchange['attempts'])} failed attempt(s): {failed}*")
-    if isinstance(request, dict):
-        entries, note = conversations.new(wire.entries(request), wire, bool(request.get("previous_response_id")))
-        if note:
-            out.append(f"*— {note} —*")
-        if tools_offered := [t.get("name") or (t.get("function") or {}).get("name") or t.get("type")
-                             for t in request.get("tools") or [] if isinstance(t, dict)]:
-            digest = "tools:" + ",".join(map(str, tools_offered))
-            if digest not in systems:
-                systems.add(digest)
-                out.append(f"*Tools offered: {', '.join(f'`{t}`' for t in tools_offered)}*")
-        out += [render_item(item, tools, systems) for entry in entries for item in wire.items(entry)]
-    response = exchange.get("response")
-    ok = 200 <= exchange.get("status", 0) < 300
-    if ok and isinstance(response, dict):
-        out += [render_item(item, tools, systems) for entry in wire.answer(response) for item in wire.items(entry)]
-    elif not exchange.get("refused"):
-        error = response.get("error") if isinstance(response, dict) else response
-        message = error.get("message", error) if isinstance(error, dict) else error
-        out.append(f"**The provider answered HTTP {exchange.get('status')}**: {_cut(str(message), 600)}")
-    if exchange.get("error"):
-        out.append(f"**The stream broke**: {exchange['error']}")
-    return "\n\n".join(out)
+    def exchange(self, number: int, exchange: dict) -> str:
+        wire = WIRES[ROUTES[exchange["route"]].kind]
+        request = exchange.get("request")
+        model = exchange.get("model") or (request.get("model") if isinstance(request, dict) else None)
+        out = [f"### {number} · {time.strftime('%H:%M:%S', time.localtime(exchange['time']))} · {model or '?'}"]
+        tokens = exchange.get("tokens") or {}
+        self.tokens += sum(v for v in tokens.values() if isinstance(v, int))
+        self.dollars += exchange.get("dollars") or 0.0
+        if exchange.get("refused"):
+            out.append(f"**Refused by the gateway** ({exchange['status']}): {exchange['refused']}")
+        else:
+            self.requests += 1
+            out.append(f"*{_tokens(tokens, not exchange.get('usage_reported', True))} · "
+                       f"${exchange.get('dollars', 0):.4f} · session so far {self.tokens:,} tokens, "
+                       f"${self.dollars:.4f} · {exchange.get('seconds', 0):.1f} s*")
+        if exchange.get("attempts"):
+            failed = ", ".join(str(a.get("status") or a.get("error", "?"))[:80] for a in exchange["attempts"])
+            out.append(f"*after {len(exchange['attempts'])} failed attempt(s): {failed}*")
+        if isinstance(request, dict):
+            entries, note = self.conversations.new(wire.entries(request), wire,
+                                                   bool(request.get("previous_response_id")))
+            if note:
+                out.append(f"*— {note} —*")
+            offered = [t.get("name") or (t.get("function") or {}).get("name") or t.get("type")
+                       for t in request.get("tools") or [] if isinstance(t, dict)]
+            if offered and (digest := "tools:" + ",".join(map(str, offered))) not in self.seen:
+                self.seen.add(digest)
+                out.append(f"*Tools offered: {', '.join(f'`{t}`' for t in offered)}*")
+            out += [self.item(item) for entry in entries for item in wire.items(entry)]
+        response = exchange.get("response")
+        if 200 <= exchange.get("status", 0) < 300 and isinstance(response, dict):
+            out += [self.item(item) for entry in wire.answer(response) for item in wire.items(entry)]
+        elif not exchange.get("refused"):
+            error = response.get("error") if isinstance(response, dict) else response
+            message = error.get("message", error) if isinstance(error, dict) else error
+            out.append(f"**The provider answered HTTP {exchange.get('status')}**: {_cut(str(message), 600)}")
+        if exchange.get("error"):
+            out.append(f"**The stream broke**: {exchange['error']}")
+        return "\n\n".join(out)
 
 
 def _exchanges(path: Path) -> Iterator[dict | None]:
@@ -421,9 +428,10 @@ def _exchanges(path: Path) -> Iterator[dict | None]:
             try:
                 exchange = json.loads(line)
             except ValueError:
+                exchange = None
+            if not isinstance(exchange, dict) or not isinstance(exchange.get("time"), (int, float)):
                 yield None
-                continue
-            if ROUTES.get(exchange.get("route", "")) and ROUTES[exchange["route"]].kind in WIRES:
+            elif ROUTES.get(exchange.get("route", "")) and ROUTES[exchange["route"]].kind in WIRES:
                 yield exchange
 
 
@@ -431,8 +439,8 @@ def _header(folder: Path) -> list[str]:
     record, usage = (_read(folder / name) for name in ("session.json", USAGE_FILE))
     out = [f"# Transcript of session {(record or {}).get('session_id') or folder.resolve().name}"]
     if record:
-        out.append(f"Agent `{record.get('agent')}`, status {record.get('status')}, ended by "
-                   f"{record.get('end_reason') or '-'}, continued {record.get('resumes', 0)} time(s).")
+        out.append(f"Agent `{record.get('agent')}`, ended by {record.get('end_reason') or '-'}, "   # written at collect,
+                   f"continued {record.get('resumes', 0)} time(s).")                             # before its status
     if usage:
         tokens = sum(usage.get(k, 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
                                                "cache_write_tokens"))
@@ -456,7 +464,7 @@ def write_transcript(folder: Path) -> Path | None:
     if not (folder / TRANSCRIPT).exists() and not (folder / USAGE_FILE).exists():
         return None
     log = read_agent_log(folder / AGENT_LOG)
-    conversations, totals, tools, systems = Conversations(), Totals(), {}, set()
+    renderer = Renderer()
     pending, previous, unreadable, number = list(log.resumes), None, 0, 0
     out = _header(folder) + ["## The agent's first run"]
     events = log.first_events
@@ -464,12 +472,12 @@ def write_transcript(folder: Path) -> Path | None:
         if exchange is None:
             unreadable += 1
             continue
-        while pending and _due(pending[0], exchange, totals.requests, previous):
+        while pending and _due(pending[0], exchange, renderer.requests, previous):
             out += events + [f"## Continued ({pending[0].number})", f"`{pending[0].line}`"]
             events = pending.pop(0).cli_events
         number += 1
         try:
-            out.append(render_exchange(number, exchange, conversations, totals, tools, systems))
+            out.append(renderer.exchange(number, exchange))
         except Exception as e:       # a shape not foreseen: say so, and go on with the rest
             out.append(f"### {number}\n\n*(not rendered: {type(e).__name__}: {e})*")
         previous = exchange["time"]
@@ -479,7 +487,7 @@ def write_transcript(folder: Path) -> Path | None:
         out += events + [f"## Continued ({resume.number})", f"`{resume.line}`", "*No model request.*"]
         events = resume.cli_events
     out += events + ["## End"] + [f"`{line}`" for line in log.notes]
-    out.append(f"{totals.requests} requests forwarded, {totals.tokens:,} tokens, ${totals.dollars:.4f}.")
+    out.append(f"{renderer.requests} requests forwarded, {renderer.tokens:,} tokens, ${renderer.dollars:.4f}.")
     if unreadable:
         out.append(f"*{unreadable} line(s) of {TRANSCRIPT} could not be read.*")
     atomic_write_bytes(folder / TRANSCRIPT_MD, ("\n\n".join(out) + "\n").encode())
