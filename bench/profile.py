@@ -37,6 +37,12 @@ class Profile:
     train: dict[str, Any] = field(default_factory=dict)
     needs_gpu: bool = False
     noise_sigma: float | None = None
+    origin: str = ""              # where it was read from (a path; a file at a commit); not part of its hash
+
+    @property
+    def cli_name(self) -> str:
+        """How `--profile` names it: its name when it is one of bench/profiles, else its path."""
+        return self.name if not self.origin or Path(self.origin).parent == PROFILES_DIR else self.origin
 
     @property
     def hash(self) -> str:
@@ -99,6 +105,7 @@ def parse_profile(text: str, origin: str, default_name: str) -> Profile:
         train=dict(raw.get("train", {})),
         needs_gpu=bool(raw.get("needs_gpu", False)),
         noise_sigma=float(sigma) if sigma is not None else None,
+        origin=origin,
     )
 
 

@@ -56,7 +56,7 @@ def require_prepared(profile: Profile, source: str | None = None) -> DataPaths:
 
 
 def _missing_message(profile: Profile, source: str, paths: DataPaths, first_missing: Path) -> str:
-    command = f"python -m bench.prepare --profile {profile.name} --source {source}"
+    command = f"python -m bench.prepare --profile {profile.cli_name} --source {source}"
     message = f"data for profile {profile.name} (source {source}) is not prepared (missing {first_missing}); "
     url = getattr(get_source(source), "base_url", None) if source in SOURCES else None
     if url is None or _reachable(url):

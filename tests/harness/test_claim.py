@@ -338,3 +338,15 @@ def test_machine_keys_of_a_profile_stay_out_of_its_hash():
     h100 = load_profile("h100")
     assert h100.needs_gpu and h100.noise_sigma == 3e-4 and not load_profile("cpu-tiny").needs_gpu
     assert dataclasses.replace(h100, needs_gpu=False, noise_sigma=None).hash == h100.hash
+
+
+def test_missing_data_of_a_profile_read_from_a_path_names_that_path(tmp_path, monkeypatch):
+    """`--profile NAME` finds only bench/profiles: a profile file elsewhere is named by its path."""
+    from harness.data import DataMissing, require_prepared
+    mine = tmp_path / "mine.toml"
+    mine.write_text((Path(load_profile("cpu-tiny").origin)).read_text())
+    monkeypatch.setenv("ARBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataMissing, match=f"--profile {mine} --source corpus"):
+        require_prepared(load_profile(mine))
+    with pytest.raises(DataMissing, match="--profile cpu-tiny --source corpus"):
+        require_prepared(load_profile("cpu-tiny"))
