@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,17 @@ from rich.console import Console
 app = typer.Typer(help="autoresearch-bench: which AI agent is the better autonomous scientist?",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True, soft_wrap=True)   # never wrapped at 80 columns in a log: lines stay greppable
+
+
+
+@app.callback()
+def _stop_on_sigterm() -> None:
+    """SIGTERM (kill, a scheduler's cancel) stops a command as Ctrl-C does, so that every context manager on the
+    way out stops what it started: the gateway, a scripted model server, sandboxes."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
 
 RuntimeOpt = Annotated[Optional[str], typer.Option(help="auto | docker | process (default: the config's)")]
 RunDir = Annotated[Path, typer.Argument(help="a run directory written by `arbench run`")]

@@ -334,3 +334,47 @@ def test_the_gateway_stops_cleanly_and_says_why_it_cannot_start(tmp_path):
     bad.write_text('as_of = "2026-01-01"\n[models.x]\ninput = 1.0\n')
     with pytest.raises(GatewayError, match="needs exactly"):
         Gateway.start(tmp_path / "bad", prices=bad)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_arbench_gateway_and_everything_it_started(tmp_path):
+    """`kill` (or a scheduler's cancel) on `arbench gateway --scripted` leaves no gateway or scripted server behind."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"turns": [{"text": "hi"}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "gateway", "--scripted", str(script),
+                             "--state-dir", str(tmp_path / "gw")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().startswith("gateway http"), proc.stderr.read()
+        started = _descendants(proc.pid)
+        assert len(started) >= 2   # the gateway and the scripted server
+        proc.terminate()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(map(_alive, started)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, started)), [Path(f"/proc/{p}/cmdline").read_bytes() for p in started if _alive(p)]
+    finally:
+        proc.kill()
