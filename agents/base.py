@@ -141,6 +141,7 @@ class CliAgent(GatewayAgent):
 AGENTS: dict[str, str] = {
     **{control: "agents.controls.adapter:ControlAgent" for control in CONTROLS},
     "gateway-probe": "agents.probe:GatewayProbe",
+    "mini-swe-agent": "agents.scaffold:MiniSweAgent",
 }
 
 

@@ -2,15 +2,19 @@
 
     .venv/bin/python images/build.py [cpu] [cuda]
 
-Each step is skipped when its inputs are unchanged, so a rebuild with nothing changed takes seconds;
+Each step is skipped when its inputs are unchanged, so a rebuild with nothing changed takes well under a second;
 the stamps are the images' own labels (the inputs' hash), so a deleted image is rebuilt:
 1. base (cpu): debootstrap a Debian bookworm minbase root with python3, python3-venv and git, and
    `docker import` it as arbench-base:bookworm. No registry needed; its package list's hash is a label.
 2. wheelhouse (cpu): `pip download` of exactly cpu.lock's files into images/.build/wheelhouse-cpu.
-3. image: a classic-builder `docker build` (no network for cpu) of a context holding the Dockerfile,
-   the lock, the wheelhouse and this checkout's bench/ and agents/ (never harness/: the grader stays on
-   the host); the dependency layers come before the code layer, so a code change rebuilds only the last layers.
-The image's labels record the lock's sha256, the project's source hash and the base, which
+3. node and the agent CLIs (images/clis.py): node and npm tarballs and one npm cache per CLI, filled on the host,
+   which also installs the CLIs into images/.build/clis for the process runtime.
+4. dependencies: a classic-builder `docker build` (no network for cpu) of Dockerfile.FLAVOR with the lock, the
+   wheelhouse, node and the npm caches, tagged arbench-deps:FLAVOR; one stage per CLI, so that a version bump
+   re-runs only its stage and re-copies only its layer and those after it.
+5. code: Dockerfile.code puts this checkout's bench/ and agents/ (never harness/: the grader stays on the host) on
+   top, tagged arbench:FLAVOR; its own small build, so a code change sends and rebuilds only this.
+The image's labels record the lock's sha256, the CLIs' versions, the project's source hash and the base, which
 harness.runtime.docker.DockerRuntime.describe() puts in every session manifest.
 """
 
@@ -36,9 +40,12 @@ from harness.runtime.docker import connect  # noqa: E402
 from harness.runtime.images import (IMAGES, LABEL, PROJECT_ROOT, host_flavors, project_files,  # noqa: E402
                                     project_hash)
 from harness.workspace import sha256_bytes  # noqa: E402
-from images.lock import TARGETS, inputs_hash, lock_path, read_header_hash  # noqa: E402
+from images import clis  # noqa: E402
+from images.lock import (BUILD_DIR, TARGETS, fill_wheelhouse, inputs_hash, lock_path, locked_files,  # noqa: E402
+                         read_header_hash)
 
-BUILD_DIR = IMAGES_DIR / ".build"
+CODE_DOCKERFILE = IMAGES_DIR / "Dockerfile.code"
+DEPS_REPO = "arbench-deps"       # arbench-deps:FLAVOR, the dependencies the code layer is built on
 BASE_TAG = "arbench-base:bookworm"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates")
@@ -89,95 +96,117 @@ def build_base(client: docker.DockerClient) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Wheelhouse (cpu)
+# Image: the dependencies (arbench-deps:FLAVOR), then the code layer on top (arbench:FLAVOR)
 
-def locked_files(flavor: str) -> list[str]:
-    """The wheel file names the lock pins (its `# <file>` lines)."""
-    return [line[2:] for line in lock_path(flavor).read_text().splitlines() if line.startswith("# ")
-            and line.endswith(".whl")]
+Context = list[tuple[str, Path]]   # (name in the build context, file here), in a fixed order
 
 
-def fill_wheelhouse(flavor: str) -> Path:
-    """Exactly the lock's files, downloaded with the host's pip configuration, hashes checked."""
-    wheelhouse = BUILD_DIR / f"wheelhouse-{flavor}"
-    stamp = wheelhouse / ".lock-sha256"
-    lock_sha = sha256_bytes(lock_path(flavor).read_bytes())
-    if stamp.exists() and stamp.read_text() == lock_sha:
-        return wheelhouse
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
-                    "--only-binary=:all:", "-r", str(lock_path(flavor)), "-d", str(wheelhouse)], check=True)
-    missing = [f for f in locked_files(flavor) if not (wheelhouse / f).exists()]
-    if missing:
-        raise BuildError(f"pip download did not produce {missing[0]}")
-    stamp.write_text(lock_sha)
-    return wheelhouse
+def deps_context(flavor: str, offline: bool) -> Context:
+    """What Dockerfile.FLAVOR copies: the image's and the scaffold's locks and, offline, their wheelhouses; node, npm
+    and the CLIs' locks and npm caches."""
+    files = [("Dockerfile", IMAGES_DIR / f"Dockerfile.{flavor}")]
+    for lock, name, folder in ((flavor, f"{flavor}.lock", "wheelhouse"),
+                               (f"scaffold-{flavor}", "scaffold.lock", "wheelhouse-scaffold")):
+        files.append((name, lock_path(lock)))
+        if offline:
+            wheelhouse = fill_wheelhouse(lock)
+            files += [(f"{folder}/{file}", wheelhouse / file) for file in locked_files(lock)]
+    return files + clis.context_files()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Image
-
-def add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = path.stat().st_size, 0o755 if os.access(path, os.X_OK) else 0o644
-    with open(path, "rb") as f:
-        tar.addfile(info, f)
+def code_context() -> Context:
+    """What Dockerfile.code copies: this checkout's bench/ and agents/ (never harness/: the grader stays on the
+    host)."""
+    return [("Dockerfile", CODE_DOCKERFILE)] + [(f"src/{rel}", PROJECT_ROOT / rel) for rel in project_files()]
 
 
-def write_context(flavor: str, out: Path, wheelhouse: Path | None) -> None:
-    """The build context: only what the Dockerfile copies, with fixed owners and times."""
+def write_context(files: Context, out: Path) -> None:
+    """A build context tar with fixed owners and times, so that unchanged files hit the engine's layer cache."""
     with tarfile.open(out, "w") as tar:
-        add_file(tar, "Dockerfile", IMAGES_DIR / f"Dockerfile.{flavor}")
-        add_file(tar, f"{flavor}.lock", lock_path(flavor))
-        for name in locked_files(flavor) if wheelhouse else []:
-            add_file(tar, f"wheelhouse/{name}", wheelhouse / name)
-        for rel in project_files():
-            add_file(tar, f"src/{rel}", PROJECT_ROOT / rel)
+        for name, path in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = path.stat().st_size, 0o755 if os.access(path, os.X_OK) else 0o644
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
 
 
 def check_lock(flavor: str) -> None:
     if read_header_hash(lock_path(flavor)) != inputs_hash(TARGETS[flavor]):
-        raise BuildError(f"images/{flavor}.lock is older than pyproject.toml's dependencies; "
+        raise BuildError(f"images/{flavor}.lock is older than {TARGETS[flavor].requirements}; "
                          f"regenerate it: .venv/bin/python images/lock.py {flavor}")
 
 
-def build_image(client: docker.DockerClient, flavor: str) -> str:
-    check_lock(flavor)
-    dockerfile = (IMAGES_DIR / f"Dockerfile.{flavor}").read_bytes()
-    labels = {f"{LABEL}.flavor": flavor, f"{LABEL}.source": project_hash(),
-              f"{LABEL}.lock-sha256": sha256_bytes(lock_path(flavor).read_bytes())}
+def docker_build(client: docker.DockerClient, context: Path, tag: str, labels: dict[str, str], offline: bool,
+                 buildargs: dict[str, str] | None = None) -> str:
+    """A classic-builder build of a context tar, which is deleted after; returns the image id."""
+    output: list[str] = []   # the current step's, shown when it fails
+    try:
+        with open(context, "rb") as f:
+            stream = client.api.build(fileobj=f, custom_context=True, tag=tag, labels=labels, buildargs=buildargs,
+                                      rm=True, forcerm=True, network_mode="none" if offline else None, decode=True)
+            for event in stream:
+                if "error" in event:
+                    raise BuildError("".join(output[-20:]) + f"docker build of {tag} failed: {event['error'].strip()}")
+                if event.get("stream", "").startswith("Step "):
+                    print(f"  {event['stream'].strip()}", flush=True)
+                    output.clear()
+                else:
+                    output.append(event.get("stream", ""))
+    finally:
+        context.unlink()
+    return client.images.get(tag).id
+
+
+def dependency_labels(client: docker.DockerClient, flavor: str) -> dict[str, str]:
+    labels = {f"{LABEL}.flavor": flavor, f"{LABEL}.lock-sha256": sha256_bytes(lock_path(flavor).read_bytes()),
+              f"{LABEL}.agent-clis": json.dumps(clis.versions(), sort_keys=True)}
     if flavor == "cpu":
         labels[f"{LABEL}.base"] = build_base(client)
         labels[f"{LABEL}.base-packages"] = image_label(client, BASE_TAG, "base-packages")
     else:   # the digest-pinned FROM of the Dockerfile
-        labels[f"{LABEL}.base"] = next(line.split()[1] for line in dockerfile.decode().splitlines()
-                                       if line.startswith("FROM "))
-    labels[f"{LABEL}.inputs"] = sha256_bytes(json.dumps(labels).encode() + dockerfile
+        labels[f"{LABEL}.base"] = next(line.split()[1] for line in (IMAGES_DIR / "Dockerfile.cuda").read_text()
+                                       .splitlines() if line.startswith("FROM "))
+    return labels
+
+
+def build_deps(client: docker.DockerClient, flavor: str, labels: dict[str, str]) -> tuple[str, str | None]:
+    """arbench-deps:FLAVOR, everything but the project; returns its id and the id of the image it replaced."""
+    tag = f"{DEPS_REPO}:{flavor}"
+    inputs = sha256_bytes(json.dumps(labels).encode() + (IMAGES_DIR / f"Dockerfile.{flavor}").read_bytes()
+                          + lock_path(f"scaffold-{flavor}").read_bytes()
+                          + Path(__file__).read_bytes() + Path(clis.__file__).read_bytes()
+                          + json.dumps([clis.inputs_hash(kind) for kind in clis.KINDS]).encode())[:16]
+    if image_label(client, tag, "deps-inputs") == inputs:
+        return client.images.get(tag).id, None
+    replaced = client.images.get(tag).id if image_label(client, tag, "deps-inputs") else None
+    context = BUILD_DIR / f"context-deps-{flavor}.tar"
+    write_context(deps_context(flavor, offline=flavor == "cpu"), context)
+    image_id = docker_build(client, context, tag, labels | {f"{LABEL}.deps-inputs": inputs}, offline=flavor == "cpu")
+    return image_id, replaced
+
+
+def build_image(client: docker.DockerClient, flavor: str) -> str:
+    check_lock(flavor)
+    check_lock(f"scaffold-{flavor}")
+    labels = dependency_labels(client, flavor)
+    deps_id, replaced_deps = build_deps(client, flavor, labels)
+    labels[f"{LABEL}.source"] = project_hash()
+    labels[f"{LABEL}.inputs"] = sha256_bytes(json.dumps([labels, deps_id]).encode() + CODE_DOCKERFILE.read_bytes()
                                              + Path(__file__).read_bytes())[:16]
     tag = IMAGES[flavor]
     if image_label(client, tag, "inputs") == labels[f"{LABEL}.inputs"]:
         return client.images.get(tag).id
     replaced = client.images.get(tag).id if image_label(client, tag, "inputs") else None
-    wheelhouse = fill_wheelhouse(flavor) if flavor == "cpu" else None
     context = BUILD_DIR / f"context-{flavor}.tar"
-    write_context(flavor, context, wheelhouse)
-    try:
-        with open(context, "rb") as f:
-            stream = client.api.build(fileobj=f, custom_context=True, tag=tag, labels=labels, rm=True, forcerm=True,
-                                      network_mode="none" if flavor == "cpu" else None, decode=True)
-            for event in stream:
-                if "error" in event:
-                    raise BuildError(f"docker build of {tag} failed: {event['error'].strip()}")
-                if event.get("stream", "").startswith("Step "):
-                    print(f"  {event['stream'].strip()}", flush=True)
-    finally:
-        context.unlink()
-    remove_replaced(client, replaced)
-    return client.images.get(tag).id
+    write_context(code_context(), context)
+    image_id = docker_build(client, context, tag, labels, offline=True, buildargs={"DEPS": f"{DEPS_REPO}:{flavor}"})
+    for old in (replaced, replaced_deps):   # the code image first: it is the child
+        remove_replaced(client, old)
+    return image_id
 
 
 def remove_replaced(client: docker.DockerClient, image_id: str | None) -> None:
-    """The previous build of a tag: only its code layer is its own; kept while a container uses it."""
+    """A previous build of a tag: only the layers it does not share are removed; kept while a container uses it."""
     if image_id is None:
         return
     try:
@@ -194,9 +223,11 @@ def main(argv: list[str]) -> None:
     for flavor in flavors:
         start = time.monotonic()
         try:
+            clis.install_all()   # the host's CLIs (process runtime), and the npm caches the images install from
             client = connect()
             image_id = build_image(client, flavor)
-        except (BuildError, RuntimeError_, subprocess.CalledProcessError, docker.errors.APIError) as e:
+        except (BuildError, clis.CliError, RuntimeError_, subprocess.CalledProcessError, docker.errors.APIError,
+                OSError) as e:
             raise SystemExit(f"error: {e}") from None
         size_gb = client.images.get(image_id).attrs["Size"] / 1e9
         print(f"{IMAGES[flavor]}: {image_id[:19]} ({size_gb:.2f} GB) in {time.monotonic() - start:.1f} s")

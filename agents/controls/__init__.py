@@ -1,7 +1,7 @@
 """Non-LLM control agents: reference rows for every leaderboard (DESIGN §6).
 
 Registry: name -> "module:Class", imported lazily. Each class is a protocol.Control; a new control
-(e.g. a TPE optimiser implementing propose/observe over hyperparams.search_space) is one entry here.
+(like tpe, Optuna's TPE implementing propose/observe over hyperparams.search_space) is one entry here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ CONTROLS: dict[str, str] = {
     "noop": "agents.controls.noop:Noop",
     "random": "agents.controls.search:RandomSearch",
     "greedy": "agents.controls.search:Greedy",
+    "tpe": "agents.controls.tpe:TPE",
     "cheater-prepare": "agents.controls.cheaters:CheaterPrepare",
     "cheater-seed": "agents.controls.cheaters:CheaterSeed",
     "cheater-fake": "agents.controls.cheaters:CheaterFake",

@@ -105,5 +105,10 @@ def _neighbours(param: Param, value: Any) -> list[Any]:
     return [param.choices[j] for j in (i - 1, i + 1) if 0 <= j < len(param.choices)]
 
 
+def snap(param: Param, value: float) -> float:
+    """A float drawn by another sampler, rounded like ours and kept inside the param's range."""
+    return min(param.high, max(param.low, _round(value)))
+
+
 def _round(x: float) -> float:
     return float(f"{x:.4g}")

@@ -25,13 +25,16 @@ KILL_GRACE_S = 5.0
 KEPT_ENV = ("LANG", "LC_ALL", "TERM", "TZ")
 SITECUSTOMIZE_DIR = Path(__file__).resolve().parents[2] / "bench" / "sitecustomize"
 SHIMS_DIR = Path(__file__).resolve().parents[2] / "bench" / "shims"   # offline stand-ins: `kernels` (bench/shims)
+# the agent CLIs and their node, installed on the host by `make images` (images/clis.py) from the images' npm caches
+HOST_CLIS_BIN = Path(__file__).resolve().parents[2] / "images" / ".build" / "clis" / "bin"
 
 
 def scrubbed_env(home: Path, cpus: int | None) -> dict[str, str]:
-    """A minimal environment: the harness's Python first on PATH, bench's seeding hooks and stand-ins, nothing from
-    the host."""
+    """A minimal environment: the harness's Python first on PATH, then the agent CLIs where they are installed,
+    bench's seeding hooks and stand-ins, nothing from the host."""
     env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
-    env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    clis = [str(HOST_CLIS_BIN)] if HOST_CLIS_BIN.is_dir() else []
+    env["PATH"] = ":".join([str(Path(sys.executable).parent), *clis, "/usr/local/bin:/usr/bin:/bin"])
     env["HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(SITECUSTOMIZE_DIR), str(SHIMS_DIR)])

@@ -25,6 +25,7 @@ EXPECTED = {
     "noop": (3, set()),
     "random": (2, set()),
     "greedy": (2, set()),
+    "tpe": (3, set()),
     "cheater-prepare": (2, {"prepare_modified"}),
     "cheater-seed": (2, {"seed_tampering"}),
     "cheater-fake": (3, {"results_mismatch", "results_without_run"}),

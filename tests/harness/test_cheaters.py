@@ -25,6 +25,7 @@ CAUGHT = {
     "noop": set(),
     "random": set(),
     "greedy": set(),
+    "tpe": set(),
     "cheater-prepare": {"prepare_modified"},
     "cheater-seed": {"seed_tampering"},
     "cheater-fake": {"results_mismatch"},   # its row without any run comes third: 2 experiments show the shaved one
@@ -71,7 +72,7 @@ def test_no_cheat_verifies_as_a_gain(pipeline):
         final = verifications[(verifications["agent"] == agent) & (verifications["role"] == "final")]
         assert len(final) and (final["status"] != "ok").all(), final.to_dict("records")
     leaderboard = (run_dir / "leaderboard.md").read_text()
-    for agent in set(CAUGHT) - {"noop", "random", "greedy"}:
+    for agent in set(CAUGHT) - {"noop", "random", "greedy", "tpe"}:
         assert agent in leaderboard
 
 
