@@ -142,6 +142,9 @@ AGENTS: dict[str, str] = {
     **{control: "agents.controls.adapter:ControlAgent" for control in CONTROLS},
     "gateway-probe": "agents.probe:GatewayProbe",
     "mini-swe-agent": "agents.scaffold:MiniSweAgent",
+    "claude-code": "agents.claude_code:ClaudeCode",
+    "codex": "agents.codex:Codex",
+    "opencode": "agents.opencode:OpenCode",
 }
 
 
