@@ -111,3 +111,21 @@ verify = [100]
     assert config.budget == Budget(seconds=60, experiments=3, dollars=2.5, tokens=100_000)
     assert parse_config(VALID).budget == Budget(seconds=60, experiments=2, dollars=None, tokens=None)
 
+
+
+def test_the_overnight_config_pits_claude_against_gpt_within_a_printed_cost_ceiling():
+    from pathlib import Path
+
+    from agents.base import get_agent
+    from harness.gateway.prices import price_of
+    from harness.run import cost_ceiling, plan
+    config = load_config(Path(__file__).parents[2] / "harness" / "configs" / "overnight.toml")
+    kinds = {spec.name: spec.kind for spec in config.agents}
+    assert kinds == {"claude-code": "claude-code", "codex": "codex", "mini-claude": "mini-swe-agent",
+                     "mini-gpt": "mini-swe-agent", "noop": "noop", "random": "random"}
+    models = {spec.name: get_agent(spec).model_id() for spec in config.agents}
+    assert models["mini-claude"] == models["claude-code"] and models["mini-gpt"] == models["codex"]
+    assert all(price_of(models[name]) for name in ("claude-code", "codex"))
+    assert (config.profile.name, config.repeats, config.budget.seconds) == ("h100", 5, 8 * 3600)
+    assert cost_ceiling(config, plan(config)).startswith(
+        f"cost ceiling: ${20 * config.budget.dollars:,.2f} = 20 LLM sessions")

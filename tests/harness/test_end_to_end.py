@@ -142,9 +142,11 @@ def test_a_dry_run_through_the_gateway_against_the_scripted_server(tmp_path, cor
                       .replace("experiments = 2\n", "experiments = 2\ndollars = 0.005\n")
                       + '[agents.probe]\nkind = "gateway-probe"\nmodel = "scripted-claude"\n')
     out = tmp_path / "run"
-    arbench("run", config, "--out", out, "--scripted", script)
+    run = arbench("run", config, "--out", out, "--scripted", script)
+    assert "cost ceiling: $0.01 = 1 LLM sessions × $0.005 cap each" in run.stderr
     sessions = pd.read_parquet(out / "tables" / "sessions.parquet").set_index("session_id")
     probe = sessions.loc["probe-r0"]
+    assert (probe["kind"], probe["model"], probe["resumes"]) == ("gateway-probe", "scripted-claude", 0)
     assert (probe["status"], probe["end_reason"]) == ("done", "dollars")
     assert probe["requests"] == 2 and probe["dollars"] == pytest.approx(2 * 0.003)   # the 2nd reached the cap
     assert (out / "sessions" / "probe-r0" / "transcript.jsonl").exists()
