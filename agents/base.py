@@ -30,7 +30,7 @@ import importlib
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from agents.controls import CONTROLS
 from bench.contracts import gateway_env
@@ -107,6 +107,12 @@ class GatewayAgent(Agent):
         if start.gateway_url is None or start.token is None:
             raise ValueError(f"agent {self.name} uses the LLM gateway and was started without one")
         return gateway_env(start.gateway_url, start.token)
+
+
+def api_of(model: str) -> Literal["messages", "responses"]:
+    """The wire a model's provider speaks through the gateway: Anthropic Messages for Claude models, OpenAI
+    Responses for the others (for adapters that speak either)."""
+    return "messages" if "claude" in model.lower() else "responses"
 
 
 @dataclass(frozen=True)

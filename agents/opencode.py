@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start
-from agents.scaffold import api_of
+from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start, api_of
 
 PROVIDER = "arbench"
 PLUGIN_SDK = "@opencode-ai/plugin"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start
+from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start, api_of
 
 SCAFFOLD_DIR = Path(__file__).resolve().parent / "scaffold"
 CONFIG = SCAFFOLD_DIR / "mini.yaml"
@@ -33,11 +33,6 @@ Api = Literal["auto", "messages", "responses", "chat"]
 ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True",       # never fetch litellm's price map from the internet
        "MSWEA_CONFIGURED": "true",                   # no first-run setup prompt
        "MSWEA_SILENT_STARTUP": "1"}
-
-
-def api_of(model: str) -> Literal["messages", "responses"]:
-    """The wire a model's provider speaks through the gateway."""
-    return "messages" if "claude" in model.lower() else "responses"
 
 
 @dataclass(frozen=True)
