@@ -31,9 +31,9 @@ from pathlib import Path
 IMAGES_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(IMAGES_DIR.parent))
 
+from agents.base import CLIS_DIR  # noqa: E402  (<kind>/package.json + package-lock.json)
 from images.lock import BUILD_DIR, SCAFFOLD, fill_wheelhouse, lock_path  # noqa: E402
 
-CLIS_DIR = IMAGES_DIR.parent / "agents" / "clis"       # <kind>/package.json + package-lock.json
 INSTALL_SCRIPT = IMAGES_DIR / "install-cli.sh"
 DIST_DIR = BUILD_DIR / "node-dist"                       # the node and npm tarballs, as downloaded
 NODE_DIR = BUILD_DIR / "node"                            # host: bin/node, bin/npm
