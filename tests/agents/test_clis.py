@@ -1,9 +1,9 @@
-"""The agent CLIs (agents/claude_code.py, codex.py, opencode.py): their commands, environments and manifest entries,
-and each one for real, through harness.session.run_session, with the real gateway in front of the scripted model
+"""The agent CLIs (agents/claude_code.py, codex.py, opencode.py): their commands, environments and manifest entries;
+and each of them and the fixed scaffold (agents/scaffold.py) for real, through harness.session.run_session, with the real gateway in front of the scripted model
 server playing tests/agents/scenario.py: in the CPU image with Docker, and with the process runtime where the CLIs
 are installed on the host (images/.build/clis, `make images`).
 
-One session per CLI and runtime checks it all, as CI has two cores: the agent sets up and records its baseline,
+One session per agent and runtime checks it all, as CI has two cores: the agent sets up and records its baseline,
 stops, is continued in its own conversation, runs and records the second experiment, and the dollar cap ends it on
 the script's last turn, mid-conversation. Its experiments are collected and pass the integrity checks, the gateway's
 totals are the script's usage priced by the table, and no provider key is in its log, its transcript, its home or its
@@ -23,6 +23,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from agents.base import CONTINUE_PROMPT, START_PROMPT, AgentSpec, Start, get_agent
@@ -32,14 +33,16 @@ from harness.runtime.images import LABEL, PROJECT_ROOT
 from harness.runtime.process import HOST_CLIS_BIN
 from harness.session import SessionSpec, run_session
 from scenario import Probe, dollar_cap, dollars, scenario, script_usage
-from support import fast_profile
+from support import fast_profile, write_config
 
 START = Start(seed=7, max_experiments=3, gateway_url="http://127.0.0.1:8765/", token="tok-session")
 COMMANDS = {"claude-code": "claude", "codex": "codex", "opencode": "opencode"}
-DIALECTS = {"claude-code": "claude", "codex": "codex", "opencode": "opencode"}
+SESSION_COMMANDS = COMMANDS | {"mini-swe-agent": "mini"}    # the fixed scaffold runs the same sessions
+DIALECTS = {"claude-code": "claude", "codex": "codex", "opencode": "opencode", "mini-swe-agent": "mini"}
 MODELS = {"messages": "scripted-claude", "responses": "scripted-gpt"}
-DOCKER_WIRES = {"claude-code": "messages", "codex": "responses", "opencode": "messages"}
-PROCESS_WIRES = {"claude-code": "messages", "codex": "responses", "opencode": "responses"}  # opencode: both wires
+DOCKER_WIRES = {"claude-code": "messages", "codex": "responses", "opencode": "messages", "mini-swe-agent": "responses"}
+PROCESS_WIRES = {"claude-code": "messages", "codex": "responses", "opencode": "responses",   # opencode, mini: both
+                 "mini-swe-agent": "messages"}
 WRITE_TARGETS = ("/", "/etc", "/opt", "/opt/venv", "/usr/local/bin", "/data", "/ledger")
 
 
@@ -169,8 +172,8 @@ def run_cli_session(kind: str, wire: str, runtime, model_gateway, data, root: Pa
 
 
 def host_cli(kind: str) -> None:
-    if not (HOST_CLIS_BIN / COMMANDS[kind]).exists():
-        pytest.skip(f"{COMMANDS[kind]} is not installed on this host ({HOST_CLIS_BIN}; `make images` installs it)")
+    if not (HOST_CLIS_BIN / SESSION_COMMANDS[kind]).exists():
+        pytest.skip(f"{SESSION_COMMANDS[kind]} is not installed on this host ({HOST_CLIS_BIN}; `make images` installs it)")
 
 
 def image_cli(runtime, kind: str) -> None:
@@ -185,7 +188,7 @@ def image_cli(runtime, kind: str) -> None:
 @pytest.mark.clis
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.parametrize("kind", COMMANDS)
+@pytest.mark.parametrize("kind", SESSION_COMMANDS)
 def test_each_cli_runs_the_session_in_docker_as_a_non_root_user_with_no_key_in_reach(
         kind, docker_runtime, model_gateway, corpus_data, tmp_path, monkeypatch):
     image_cli(docker_runtime, kind)
@@ -210,10 +213,38 @@ def test_each_cli_runs_the_session_in_docker_as_a_non_root_user_with_no_key_in_r
 
 @pytest.mark.clis
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", COMMANDS)
+@pytest.mark.parametrize("kind", SESSION_COMMANDS)
 def test_each_cli_runs_the_session_in_the_process_runtime(kind, model_gateway, corpus_data, tmp_path, monkeypatch):
     host_cli(kind)
     for name, key in model_gateway.keys.items():
         monkeypatch.setenv(name, key)
     run_cli_session(kind, PROCESS_WIRES[kind], get_runtime("process", cpus=2), model_gateway, corpus_data,
                     tmp_path, probe=None)
+
+
+@pytest.mark.clis
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_cli_session_is_verified_and_ranked_like_any_other(docker_runtime, corpus_data, tmp_path):
+    """The user's path: `arbench run --scripted` with a CLI row, in containers: its session, then its verification
+    on a held-out seed and the leaderboard, as for a control."""
+    image_cli(docker_runtime, "claude-code")
+    script = scenario("claude", "messages", cap_turn=True)
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    config = write_config(tmp_path, ["noop"], experiments=0, seeds=(1000,), runtime="docker")
+    config.write_text(config.read_text().replace('agents = ["noop"]\n', "").replace(
+        "experiments = 0\n", f"experiments = 0\ndollars = {dollar_cap(script, 'scripted-claude')}\n")
+        + '[agents.claude]\nkind = "claude-code"\nmodel = "scripted-claude"\n')
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(out), "--scripted",
+                          str(tmp_path / "script.json")], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "cost ceiling: $" in run.stderr and "1 LLM sessions" in run.stderr
+    sessions = pd.read_parquet(out / "tables" / "sessions.parquet").set_index("session_id")
+    claude = sessions.loc["claude-r0"]
+    assert (claude["end_reason"], claude["kind"], claude["n_experiments"]) == ("dollars", "claude-code", 2)
+    assert claude["cli_version"] == get_agent(AgentSpec("c", "claude-code", {"model": "x"})).cli_version()
+    verified = pd.read_parquet(out / "tables" / "verifications.parquet")
+    assert set(verified["role"]) == {"baseline", "final"} and set(verified["seed"]) == {1000}
+    assert (verified["status"] == "ok").all(), verified.to_dict("records")
+    assert "claude" in (out / "leaderboard.md").read_text()
