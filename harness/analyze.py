@@ -1,12 +1,16 @@
-"""First analysis of a run: noise floor, claimed vs verified gain per agent, a markdown leaderboard.
+"""Analysis of a run: loop noise, claimed vs verified gain per agent, ranking, resolution, a markdown leaderboard.
 
-Reads the four parquet tables of `<run_dir>/tables/` (schemas in notes/CONTRACTS.md) and reduces
-them, per profile and agent, to one `AgentSummary` row; the methods live in harness/stats.py.
-Gains are in bpb, baseline − final: positive means better than the baseline. Results of different
-profiles (profile_hash) are never pooled. Sessions with integrity findings are counted and marked,
-never dropped. Agents are ranked by verified test gain with rank intervals, and each table says
-how small a difference it can resolve. Does not cover IQM, P(A beats B), performance profiles or
-loop-quality metrics (later issues).
+Reads the four parquet tables of `<run_dir>/tables/` (schemas in notes/CONTRACTS.md) and reduces them, per profile
+and agent, to one `AgentSummary` row. Gains are in bpb, baseline − final: positive means better than the baseline.
+Results of different profiles (profile_hash) are never pooled. Sessions with integrity findings are counted and
+marked, never dropped. A final run that failed is scored as the untrained model, never dropped, and counted.
+
+Every verified interval, p-value, pairwise comparison, P(A beats B) and rank interval comes from one model of the
+per-seed differences (harness/model.py), fitted per profile and split; the p-values of every agent against the
+baseline (val and test) and of every pair of agents (test) are Holm-adjusted as one family; what the leaderboard can
+resolve comes from the same model (harness/power.py). The null a claimed gain is held against (the σ a keep/revert loop
+faces, the expected spurious gain and its 95th percentile) is harness/null_model.py's; IQM, performance profiles and
+loop quality come from harness/summaries.py and harness/loop_quality.py.
 """
 
 from __future__ import annotations
@@ -19,22 +23,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness import loop_quality, model, null_model, power, stats, summaries
 from harness.store import TABLES
 
 # Columns this module reads: a table without rows (or without its file) gets them, empty.
 COLUMNS = {
     "sessions": ["session_id", "agent", "profile", "profile_hash"],
     "experiments": ["session_id", "agent", "idx", "claimed_val_bpb", "status", "run_status"],
-    "verifications": ["session_id", "agent", "role", "train_py_hash", "seed", "split", "bpb", "status", "pair_status"],
+    "verifications": ["session_id", "agent", "role", "train_py_hash", "seed", "split", "bpb", "status", "pair_status",
+                      "untrained_bpb"],
     "findings": ["session_id", "agent", "kind", "severity"],
 }
 NOISE_AGENT = "noop"
 LEVEL = 0.95
-ALPHA = 0.05  # family-wise error rate of the ranking's pairwise tests
+ALPHA = 0.05  # family-wise error rate of the leaderboard's tests (Holm)
 POWER = 0.8   # for the resolution line printed under each leaderboard
 # Findings of this severity flag a session ("warning" is a protocol deviation, not by itself a cheat).
 FLAG_SEVERITY = "error"
+SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def load_tables(run_dir: str | Path) -> Tables:
     return Tables(**frames)
 
 
-def _with_columns(tables: Tables) -> Tables:
+def with_columns(tables: Tables) -> Tables:
     """The tables with every column this module reads (the store writes a table without rows with none)."""
     return Tables(**{name: getattr(tables, name).reindex(columns=list(dict.fromkeys(
         [*getattr(tables, name).columns, *COLUMNS[name]]))) for name in TABLES})
@@ -64,45 +70,36 @@ def _with_columns(tables: Tables) -> Tables:
 # ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class NoiseFloor:
-    """Run-to-run noise of val_bpb in one profile, measured by the noise agent (noop).
-
-    Two views, because a session trains every run at its one session seed while verification uses
-    held-out seeds: the seed σ comes from the trusted runs of the baseline on the held-out seeds
-    (each (train.py, seed) run once: the verifier caches them); the decomposition comes from the
-    noop's own runs of the baseline in its loop, between sessions (session seed and node) and
-    within a session (reruns at one seed: steps done within the time budget, nondeterminism).
-    """
-    profile: str
-    profile_hash: str
-    sigma_seed: float     # SD of trusted val_bpb over held-out seeds; NaN below two seeds
-    n_seeds: int
-    sigma_between: float  # loop runs: session component; NaN below two sessions
-    sigma_within: float   # loop runs: within-session component; NaN when no session reran
-    n_sessions: int
-    n_runs: int
-
-    @property
-    def sigma_null(self) -> float:
-        """σ for the null model: the seed σ, since a change of train.py that has no effect still
-        draws a new training trajectory; the loop runs' total σ when there is no verification."""
-        if not math.isnan(self.sigma_seed):
-            return self.sigma_seed
-        return math.sqrt(_or(self.sigma_between, 0.0) ** 2 + self.sigma_within ** 2)
-
-
-@dataclass(frozen=True)
 class Gain:
-    """An agent's verified gain: mean of its sessions × seeds table of paired differences, with an
-    interval and p-value that treat sessions and seeds as random (see `pooled_gain`)."""
+    """An agent's verified gain against the baseline from the model (harness/model.py): mean over its sessions of the
+    session's mean difference over seeds, generalized-pivot interval, p-value raw and Holm-adjusted over the
+    leaderboard's family (every agent against the baseline on val and test, every pair of agents on test)."""
     n_sessions: int
-    n_seeds: int          # seeds per session in that table (the single session's seeds when one)
+    n_seeds: int          # seeds of the per-seed contrast
     mean: float
     sd: float             # SD of the session means (NaN below two sessions)
     ci_low: float
     ci_high: float
-    p_value: float
+    p_value: float        # raw
     note: str             # why the interval is missing, "" when it is there
+    p_adjusted: float = math.nan   # Holm over the family; NaN when not tested (the baseline itself, no interval)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What this leaderboard can resolve: the model's variance components turned into the smallest differences its
+    tests find with probability POWER at its sessions, seeds and family size (harness/power.py)."""
+    n_sessions: int          # median sessions per verified agent
+    n_seeds: int
+    family: int
+    session_sd: float        # τ: spread of true gains between an agent's sessions (pooled)
+    seed_sd: float           # seed term of a gain over the baseline (the baseline's deviation per seed)
+    pair_seed_sd: float      # seed term between two agents (agent × seed; NaN below two verified agents)
+    run_sd: float            # a difference's own run noise
+    vs_baseline: float       # detectable gain over the baseline
+    between_agents: float    # detectable difference between two agents (NaN below two verified agents)
+    separated: int           # tests of the family that reject
+    tests: int               # tests in the family
 
 
 @dataclass(frozen=True)
@@ -114,16 +111,22 @@ class AgentSummary:
     flagged: tuple[str, ...]   # session ids with integrity findings (still in every mean)
     mean_experiments: float    # experiments after the baseline row, mean over sessions
     mean_keeps: float          # kept experiments after the baseline row
-    null_keeps: float          # expected keeps if no change had any effect
     claimed_gain: float        # results.tsv: baseline row − best kept, mean over sessions
-    null_gain: float           # expected spurious claimed gain on pure noise (NaN without noise floor)
     verified_val: Gain
     verified_test: Gain
     noise_mining: float        # claimed − verified val (selection on noisy runs, incl. the seed effect)
     val_overfit: float         # verified val − verified test (tuning to the val shard)
     rank: tuple[int, int] | None = None  # rank interval by verified test gain; None if not verified
     failed_runs: int = 0       # (session, seed) whose final run failed: scored as the untrained model, counted
+    final_runs: int = 0        # (session, seed) final runs of kept pairs (the failure rate's denominator)
     excluded_pairs: int = 0    # (session, seed) pairs left out of every gain: drift or failed baseline
+    beats: tuple[tuple[str, float, bool], ...] = ()   # (other agent, P(this agent's test gain > its), significant)
+    resolution: Resolution | None = None              # of the agent's profile (the same object on each of its rows)
+    null: null_model.NullGain | None = None   # claims on pure noise for its sessions' runs; None without loop noise
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed_runs / self.final_runs if self.final_runs else math.nan
 
 
 # ---------------------------------------------------------------------------
@@ -166,30 +169,50 @@ def _claims(experiments: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scored(verifications: pd.DataFrame) -> pd.DataFrame:
-    """Rows that enter a gain: a pair that was not excluded (drift, failed baseline), a scored bpb, and a
-    baseline that ran ok; a failed final counts with its score (the untrained model's). Rows written
-    before pairs existed have no pair_status and count as a kept pair."""
+    """Rows that enter a gain, with `failed` (a final run that did not end ok) and a bpb for every one of them.
+
+    A pair counts unless it was excluded (drift, failed baseline: pair_status); rows written before pairs existed
+    have no pair_status and count. Its baseline must have run ok with a finite score. Its final counts whatever
+    happened to it: a final that crashed, gave NaN, timed out, broke a limit or was noncausal scores as the untrained
+    model (the uniform distribution's bpb: what it scored, else the row's `untrained_bpb`, else the largest untrained
+    score known for that split), so that a fragile edit is never dropped to its advantage."""
     v = verifications
     kept = v["pair_status"].astype(object).fillna("ok") == "ok"
-    return v[kept & np.isfinite(v["bpb"].astype(float)) & ((v["status"] == "ok") | (v["role"] == "final"))]
+    bpb = v["bpb"].astype(float)
+    final = v["role"] == "final"
+    failed = final & (v["status"].astype(object).fillna("ok") != "ok")
+    untrained = v["untrained_bpb"].astype(float)
+    known = untrained.groupby(v["split"]).transform("max") if len(v) else untrained
+    filled = bpb.where(~failed | np.isfinite(bpb), untrained.fillna(known))
+    out = v.assign(bpb=filled, failed=failed)
+    return out[kept & np.isfinite(filled) & ((v["status"] == "ok") | final)]
 
 
-def _paired_diffs(verifications: pd.DataFrame) -> pd.Series:
-    """baseline − final bpb indexed by (session_id, split, seed), over the scored rows (see _scored)."""
-    ok = _scored(verifications)
-    wide = ok.pivot_table(index=["session_id", "split", "seed"], columns="role", values="bpb", aggfunc="mean")
-    if not {"baseline", "final"} <= set(wide.columns):
-        return pd.Series(index=pd.MultiIndex.from_tuples([], names=["session_id", "split", "seed"]), dtype=float)
-    return (wide["baseline"] - wide["final"]).dropna()
+def scored_pairs(tables: Tables) -> pd.DataFrame:
+    """One row per (session_id, split, seed) with both sides scored (see _scored): diff = baseline − final bpb, the
+    final's train.py hash, whether the final failed (scored as the untrained model), and whether the final is the
+    baseline itself (baseline_only: diff is exactly 0, one run serving both roles). Excluded pairs are left out."""
+    ok = _scored(with_columns(tables).verifications)
+    keys = ["session_id", "split", "seed"]
+    base = ok[ok["role"] == "baseline"].drop_duplicates(keys)
+    final = ok[ok["role"] == "final"].drop_duplicates(keys)
+    both = base[keys + ["bpb", "train_py_hash"]].merge(
+        final[keys + ["bpb", "train_py_hash", "failed"]], on=keys, suffixes=("_base", "_final"))
+    same = both["train_py_hash_base"].astype(object).eq(both["train_py_hash_final"].astype(object))
+    return pd.DataFrame({"session_id": both["session_id"], "split": both["split"], "seed": both["seed"],
+                         "diff": both["bpb_base"] - both["bpb_final"], "final_hash": both["train_py_hash_final"],
+                         "failed": both["failed"].astype(bool), "baseline_only": same.to_numpy()})
 
 
 def _verification_counts(verifications: pd.DataFrame) -> pd.DataFrame:
-    """Per session: final runs that failed but were scored, and pairs excluded from every gain."""
+    """Per session: final runs of kept pairs, those that failed (scored), and pairs excluded from every gain."""
     per_run = verifications.drop_duplicates(["session_id", "role", "seed"])
     status = per_run["pair_status"].astype(object).fillna("ok")
-    failed = per_run[(per_run["role"] == "final") & (per_run["status"] != "ok") & (status == "ok")]
+    finals = per_run[(per_run["role"] == "final") & (status == "ok")]
+    failed = finals[finals["status"].astype(object).fillna("ok") != "ok"]
     excluded = per_run[(per_run["role"] == "baseline") & (status != "ok")]
-    return pd.DataFrame({"failed_runs": failed.groupby("session_id").size(),
+    return pd.DataFrame({"final_runs": finals.groupby("session_id").size(),
+                         "failed_runs": failed.groupby("session_id").size(),
                          "excluded_pairs": excluded.groupby("session_id").size()}).astype(float)
 
 
@@ -203,180 +226,194 @@ def _flagged(findings: pd.DataFrame) -> set[str]:
 
 
 # ---------------------------------------------------------------------------
-# Noise floor and per-agent summaries
+# Per-agent summaries
 # ---------------------------------------------------------------------------
 
-def noise_floors(tables: Tables, noise_agent: str = NOISE_AGENT) -> dict[str, NoiseFloor]:
-    """Noise floor per profile_hash from the noise agent's sessions (see NoiseFloor)."""
-    tables = _with_columns(tables)
-    return _noise_floors(tables, _session_index(tables), noise_agent)
-
-
-def _noise_floors(tables: Tables, index: pd.DataFrame, noise_agent: str) -> dict[str, NoiseFloor]:
-    profiles = index[["profile", "profile_hash"]]
-    v = tables.verifications
-    v = _scored(v)
-    v = v[(v["agent"] == noise_agent) & (v["split"] == "val") & (v["role"] == "baseline")]
-    trusted = v.join(profiles, on="session_id")
-    trusted = trusted.drop_duplicates(["profile_hash", "train_py_hash", "seed"])
-    e = tables.experiments
-    loop = e[(e["agent"] == noise_agent) & (e["status"] != "crash") & (e["run_status"] == "ok")
-             & (e["claimed_val_bpb"] > 0)].join(profiles, on="session_id")
-    floors = {}
-    for (profile_hash, profile), _ in pd.concat([trusted, loop]).groupby(["profile_hash", "profile"]):
-        seeds = trusted[trusted["profile_hash"] == profile_hash]
-        runs = loop[loop["profile_hash"] == profile_hash]
-        # Grouped by train.py so that seeds are the only thing varying (a noop has one train.py).
-        seed = stats.variance_components(seeds["bpb"].to_numpy(float), _labels(seeds["train_py_hash"]))
-        parts = stats.variance_components(runs["claimed_val_bpb"].to_numpy(float), runs["session_id"].to_numpy())
-        floors[profile_hash] = NoiseFloor(profile, profile_hash, seed.sigma_within, seed.n_obs,
-                                          parts.sigma_between, parts.sigma_within, parts.n_groups, parts.n_obs)
-    return floors
-
-
-def analyze(tables: Tables, noise_agent: str = NOISE_AGENT, level: float = LEVEL) -> list[AgentSummary]:
-    """One row per (profile, agent), sorted by profile then verified test gain (best first)."""
-    tables = _with_columns(tables)
+def analyze(tables: Tables, noise_agent: str = NOISE_AGENT, level: float = LEVEL,
+            noise: dict[str, null_model.LoopNoise] | None = None) -> list[AgentSummary]:
+    """One row per (profile, agent), sorted by profile then verified test gain (best first); noise:
+    null_model.loop_noise(tables, noise_agent) when the caller has it."""
+    tables = with_columns(tables)
+    noise = null_model.loop_noise(tables, noise_agent) if noise is None else noise
     index = _session_index(tables)
     sessions = index.join(_claims(tables.experiments))
     sessions[["n_experiments", "n_keeps", "n_draws"]] = sessions[["n_experiments", "n_keeps", "n_draws"]].fillna(0)
-    diffs = _paired_diffs(tables.verifications)
-    splits = set(diffs.index.get_level_values("split"))
-    # Per split, a sessions × seeds table of paired differences.
-    tables_by_split = {split: diffs.xs(split, level="split").unstack("seed") if split in splits
-                       else pd.DataFrame(index=sessions.index) for split in ("val", "test")}
-    for split, table in tables_by_split.items():
-        sessions[f"gain_{split}"] = table.mean(axis=1)
-    floors = _noise_floors(tables, index, noise_agent)
-    sigma = sessions["profile_hash"].map({h: f.sigma_null for h, f in floors.items()}).astype(float)
-    sessions["null_gain"] = sigma * stats.null_spurious_gain(sessions["n_draws"].to_numpy(), 1.0)
-    sessions["null_keeps"] = stats.null_expected_keeps(sessions["n_draws"].to_numpy())
+    pairs = scored_pairs(tables)
+    pairs["agent"] = index["agent"].reindex(pairs["session_id"]).to_numpy()
+    pairs["profile_hash"] = index["profile_hash"].reindex(pairs["session_id"]).to_numpy()
+    for split in SPLITS:
+        of_split = pairs[pairs["split"] == split]
+        sessions[f"gain_{split}"] = of_split.groupby("session_id")["diff"].mean()
     flagged = _flagged(tables.findings)
     sessions = sessions.join(_verification_counts(tables.verifications))
-    rows = [_summarize(key, group, tables_by_split, flagged, level)
-            for key, group in sessions.groupby(["profile_hash", "profile", "agent"], sort=False)]
-    ranks = {}
-    for profile_hash, group in sessions.groupby("profile_hash"):
-        test_gains = {agent: g["gain_test"].dropna().to_numpy() for agent, g in group.groupby("agent")}
-        ranks |= {(profile_hash, agent): rank for agent, rank in rank_agents(test_gains).items()}
-    rows = [replace(r, rank=ranks.get((r.profile_hash, r.agent))) for r in rows]
+    rows = []
+    for profile_hash, group in sessions.groupby("profile_hash", sort=False):
+        agents = list(dict.fromkeys(group["agent"]))
+        ranked = rank_profile(pairs[pairs["profile_hash"] == profile_hash], agents, level)
+        for agent, g in group.groupby("agent", sort=False):
+            rows.append(_summarize(profile_hash, agent, g, ranked, flagged, noise.get(profile_hash)))
     return sorted(rows, key=lambda r: (r.profile, r.profile_hash, -_or(r.verified_test.mean, -math.inf), r.agent))
 
 
-def rank_agents(session_gains: dict[str, np.ndarray], alpha: float = ALPHA) -> dict[str, tuple[int, int]]:
-    """Rank intervals of agents by mean session gain (rank 1 = best), for agents with a gain.
+# ---------------------------------------------------------------------------
+# The model per profile: gains, the family of tests, ranks, resolution
+# ---------------------------------------------------------------------------
 
-    Every pair is compared with Welch's test on the session gains (the shared baseline runs cancel
-    in a difference between agents, so sessions are the replicates) and the p-values are
-    Holm-adjusted together, so the chance that any two agents are called different when they are
-    not stays ≤ alpha. A pair where either agent has a single session cannot be tested and counts
-    as not different, which widens both intervals.
-    """
-    agents = [a for a, g in session_gains.items() if g.size]
-    pairs = list(itertools.combinations(range(len(agents)), 2))
-    p = np.array([_welch_p(session_gains[agents[i]], session_gains[agents[j]]) for i, j in pairs])
-    different = np.zeros((len(agents), len(agents)), dtype=bool)
-    for (i, j), q in zip(pairs, stats.holm(p)):
-        different[i, j] = different[j, i] = q <= alpha
-    means = np.array([session_gains[a].mean() for a in agents])
-    intervals = stats.rank_intervals(means, different)
-    return {a: (int(lo), int(hi)) for a, (lo, hi) in zip(agents, intervals)}
+@dataclass(frozen=True)
+class Ranked:
+    """One profile's verified results, per agent: gains per split, rank, pairwise P(beats), resolution."""
+    gains: dict[str, dict[str, Gain]]            # split -> agent -> Gain
+    ranks: dict[str, tuple[int, int]]
+    beats: dict[str, tuple[tuple[str, float, bool], ...]]
+    resolution: Resolution | None
 
 
-def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    return float(stats.welch(a, b).p_value) if a.size >= 2 and b.size >= 2 else float("nan")
+def model_data(pairs: pd.DataFrame, agents: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One split's pairs as the model's arrays (harness/model.fit): units × seeds differences, changed, agent index,
+    weight. A unit is one distinct training of an agent: sessions whose final is the same train.py share it, and
+    so do all of an agent's sessions whose final is the baseline (their difference is 0, one run serving both)."""
+    code = {a: i for i, a in enumerate(agents)}
+    changed = ~pairs["baseline_only"].to_numpy(bool) | (pairs["diff"].to_numpy() != 0)
+    unit_key = pd.Series(np.where(changed, pairs["final_hash"].astype(object).fillna(pairs["session_id"]), ""),
+                         index=pairs.index)
+    # a unit is changed when any of its pairs is (a baseline-only session with a non-zero diff is one of its own)
+    unit_key = unit_key.where(unit_key != "", "baseline")
+    keys = pd.MultiIndex.from_arrays([pairs["agent"].to_numpy(), unit_key.to_numpy()])
+    unit, uniques = pd.factorize(keys)
+    seed, seeds = pd.factorize(pairs["seed"])
+    n_units, n_seeds = len(uniques), len(seeds)
+    total = np.zeros((n_units, n_seeds))
+    count = np.zeros((n_units, n_seeds))
+    np.add.at(total, (unit, seed), pairs["diff"].to_numpy(float))
+    np.add.at(count, (unit, seed), 1.0)
+    with np.errstate(invalid="ignore"):
+        d = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    unit_changed = np.zeros(n_units, dtype=bool)
+    np.logical_or.at(unit_changed, unit, changed)
+    sessions = pd.Series(pairs["session_id"].to_numpy()).groupby(unit).nunique()
+    weight = sessions.reindex(range(n_units)).to_numpy(float)
+    agent = np.array([code[a] for a, _ in uniques], dtype=int)
+    return d, unit_changed, agent, weight
 
 
-def _summarize(key: tuple[str, str, str], group: pd.DataFrame, tables_by_split: dict[str, pd.DataFrame],
-               flagged: set[str], level: float) -> AgentSummary:
-    profile_hash, profile, agent = key
-    val, test = (tables_by_split[split].reindex(group.index) for split in ("val", "test"))
+def rank_profile(pairs: pd.DataFrame, agents: list[str], level: float = LEVEL, alpha: float = ALPHA) -> Ranked:
+    """Gains, Holm family, rank intervals, P(A beats B) and resolution of one profile's agents, all from the model
+    (harness/model.compare: every agent against the baseline on val and test, every pair of agents on test)."""
+    by_split = {split: pairs[pairs["split"] == split] for split in SPLITS}
+    fits = {split: _fit(by_split[split], agents) for split in SPLITS}
+    gains = {split: {a: _gain(fits[split], i, level) for i, a in enumerate(agents)} for split in SPLITS}
+    ranked = [a for a in agents if gains["test"][a].n_sessions]
+    val_p = np.array([gains["val"][a].p_value if not _baseline_only(fits["val"], i) else np.nan
+                      for i, a in enumerate(agents)])
+    test = _fit(by_split["test"], ranked)
+    if test is None:
+        adjusted = stats.holm(val_p)
+        gains["val"] = {a: replace(g, p_adjusted=float(q)) for (a, g), q in zip(gains["val"].items(), adjusted)}
+        return Ranked(gains, {}, {}, None)
+    cmp = model.compare(test, alpha, val_p)
+    gains["val"] = {a: replace(g, p_adjusted=float(q)) for (a, g), q in zip(gains["val"].items(), cmp.adjusted_extra)}
+    for i, a in enumerate(ranked):
+        gains["test"][a] = replace(gains["test"][a], p_adjusted=float(cmp.adjusted_gain[i]))
+    ranks = {a: (int(lo), int(hi)) for a, (lo, hi) in zip(ranked, cmp.ranks)}
+    beats = {a: tuple((b, float(cmp.beats[i, j]), bool(cmp.different[i, j])) for j, b in enumerate(ranked)
+                      if j != i and not np.isnan(cmp.beats[i, j])) for i, a in enumerate(ranked)}
+    searching = [i for i in range(len(ranked)) if not np.isnan(cmp.p_gain[i])]
+    pair_list = [(i, j) for i, j in itertools.combinations(searching, 2)]
+    res = _resolution(test, searching, pair_list, int(cmp.tests), int(cmp.rejected))
+    return Ranked(gains, ranks, beats, res)
+
+
+def _baseline_only(f: model.Fit | None, i: int) -> bool:
+    return f is not None and bool(f.changed[i] == 0) and bool(f.mean[i] == 0)
+
+
+def _fit(pairs: pd.DataFrame, agents: list[str]) -> model.Fit | None:
+    if pairs.empty:
+        return None
+    d, changed, agent, weight = model_data(pairs, agents)
+    agent = np.concatenate([agent, np.arange(len(agents))])   # every agent indexed, even one without pairs here
+    return model.fit(np.vstack([d, np.full((len(agents), d.shape[1]), np.nan)]),
+                     np.concatenate([changed, np.zeros(len(agents), bool)]), agent,
+                     np.concatenate([weight, np.zeros(len(agents))]))
+
+
+def _gain(f: model.Fit | None, i: int, level: float) -> Gain:
+    nan = math.nan
+    if f is None or not f.sessions[i] > 0:
+        return Gain(0, 0, nan, nan, nan, nan, nan, "no verification")
+    n = int(f.sessions[i])
+    seeds = int(np.sum(~np.isnan(f.by_seed[i])))
+    mean = float(f.mean[i])
+    sd = float(np.sqrt(f.session_var[i])) if n >= 2 else nan
+    if n < 2:
+        return Gain(1, seeds, mean, nan, nan, nan, nan, "1 session")
+    if seeds < 2:
+        return Gain(n, seeds, mean, sd, nan, nan, nan, "fewer than 2 seeds")
+    c = np.zeros(f.mean.shape[-1])
+    c[i] = 1.0
+    r = model.contrast(f, c, level)
+    return Gain(n, seeds, mean, sd, float(r.low), float(r.high), float(r.p_value), "")
+
+
+def _resolution(f: model.Fit | None, searching: list[int], pair_list: list[tuple[int, int]], tests: int,
+                separated: int) -> Resolution | None:
+    """The fitted variance components as a power.Design: detectable differences at this leaderboard's size."""
+    if f is None or not searching:
+        return None
+    s = f.sessions[searching]
+    usable = [i for i in searching if f.sessions[i] >= 2 and f.changed[i] > 0]
+    if not usable or tests == 0:
+        return None
+    tau2 = np.array([max(0.0, f.session_var[i] - f.sigma_e2 * f.kappa[i] * f.sessions[i]) for i in usable])
+    seed2 = [_seed_term(f, {i: 1.0}) / f.changed[i] ** 2 for i in usable]
+    pair2 = [_seed_term(f, {i: 1.0, j: -1.0}) for i, j in pair_list if i in usable and j in usable]
+    weights = f.sessions[usable] - 1
+    session_sd = math.sqrt(float(np.sum(weights * tau2) / np.sum(weights)))
+    seed_sd = math.sqrt(max(0.0, float(np.nanmean(seed2))))
+    pair_sd = math.sqrt(max(0.0, float(np.nanmean(pair2)))) if pair2 else math.nan
+    run_sd = math.sqrt(float(f.sigma_e2))
+    n_sessions = int(np.median(s))
+    n_seeds = int(np.median(np.sum(~np.isnan(f.by_seed[searching]), axis=-1)))
+    df = float(f.df_e) if f.df_e > 0 else math.inf
+    design = power.Design(n_sessions, n_seeds, session_sd, seed_sd, run_sd, 1, df, tests, ALPHA)
+    vs_baseline = power.detectable(design, POWER)
+    between = (power.detectable(replace(design, seed_sd=pair_sd, agents=2), POWER) if pair2 else math.nan)
+    return Resolution(n_sessions, n_seeds, tests, session_sd, seed_sd, pair_sd, run_sd, vs_baseline, between,
+                      separated, tests)
+
+
+def _seed_term(f: model.Fit, c: dict[int, float]) -> float:
+    """Per-seed variance of a contrast's seed part: Q − σ̂_e² λ (NaN below two seeds)."""
+    vec = np.zeros(f.mean.shape[-1])
+    for i, v in c.items():
+        vec[i] = v
+    pv = model.pivot(f, vec)
+    return float(pv.q - pv.sigma_e2 * pv.lam)
+
+
+def _summarize(profile_hash: str, agent: str, group: pd.DataFrame, ranked: Ranked, flagged: set[str],
+               noise: null_model.LoopNoise | None) -> AgentSummary:
     both = group.dropna(subset=["claimed_gain", "gain_val"])
     val_test = group.dropna(subset=["gain_val", "gain_test"])
     return AgentSummary(
-        profile=profile, profile_hash=profile_hash, agent=agent, n_sessions=len(group),
+        profile=group["profile"].iloc[0], profile_hash=profile_hash, agent=agent, n_sessions=len(group),
         flagged=tuple(sorted(flagged & set(group.index))),
         mean_experiments=float(group["n_experiments"].mean()),
         mean_keeps=float(group["n_keeps"].mean()),
-        null_keeps=float(group["null_keeps"].mean()),
         claimed_gain=_mean(group["claimed_gain"]),
-        null_gain=_mean(group["null_gain"]),
-        verified_val=pooled_gain(val, level),
-        verified_test=pooled_gain(test, level),
+        verified_val=ranked.gains["val"][agent],
+        verified_test=ranked.gains["test"][agent],
         noise_mining=_mean(both["claimed_gain"] - both["gain_val"]),
         val_overfit=_mean(val_test["gain_val"] - val_test["gain_test"]),
+        rank=ranked.ranks.get(agent),
         failed_runs=int(group["failed_runs"].fillna(0).sum()),
+        final_runs=int(group["final_runs"].fillna(0).sum()),
         excluded_pairs=int(group["excluded_pairs"].fillna(0).sum()),
+        beats=ranked.beats.get(agent, ()),
+        resolution=ranked.resolution,
+        null=null_model.null_gain(group["n_draws"][group["claimed_gain"].notna()].to_numpy(), noise) if noise
+        else None,
     )
-
-
-def pooled_gain(diffs: pd.DataFrame, level: float = LEVEL) -> Gain:
-    """An agent's verified gain from its sessions × seeds table of paired differences (NaN = no pair).
-
-    The sessions are the agent's replicates: what varies between repeats (the search path, hence
-    the final train.py) is what a user comparing agents needs the uncertainty of. But every session
-    is scored on the same held-out seeds against the same baseline runs (the verifier caches them),
-    so the baseline's noise at those seeds is in every session's difference and does not average
-    out over sessions: a t-interval over session means misses it (simulated coverage 0.64–0.93 at a
-    nominal 0.95, and a sign-flip test over sessions rejects a true null up to 35% of the time).
-    So the interval and p-value come from `stats.crossed_gain`, sessions and seeds both random.
-    It needs a complete table: the larger of "seeds every session has" and "sessions with every
-    seed" is used (all of it when no run failed). Fewer than two sessions or two common seeds give
-    the mean only, with the reason.
-    """
-    table = diffs.dropna(how="all")
-    nan = float("nan")
-    if table.empty:
-        return Gain(0, 0, nan, nan, nan, nan, nan, "no verification")
-    if len(table) == 1:
-        return Gain(1, int(table.notna().sum().sum()), float(np.nanmean(table)), nan, nan, nan, nan, "1 session")
-    complete = _complete(table)
-    means = complete.mean(axis=1)
-    if complete.shape[0] < 2 or complete.shape[1] < 2:
-        reason = "fewer than 2 seeds common to the sessions"
-        return Gain(len(table), complete.shape[1], float(table.mean(axis=1).mean()), nan, nan, nan, nan, reason)
-    g = stats.crossed_gain(complete.to_numpy(), level)
-    return Gain(len(complete), complete.shape[1], float(g.mean), float(means.std(ddof=1)), float(g.low),
-                float(g.high), float(g.p_value), "")
-
-
-def _complete(table: pd.DataFrame) -> pd.DataFrame:
-    """The larger complete part of a table: all its rows on the columns none misses, or the rows
-    that miss no column."""
-    by_seeds = table.loc[:, table.notna().all(axis=0)]
-    by_sessions = table[table.notna().all(axis=1)]
-    return by_seeds if by_seeds.size >= by_sessions.size else by_sessions
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """How far apart two agents' verified test gains must be for this leaderboard to tell them apart."""
-    n_sessions: int        # fewest sessions among the agents that enter the estimate
-    session_sd: float      # pooled within-agent SD of session test gains
-    detectable: float      # difference found with probability POWER by one Welch/t test at ALPHA
-    closest_gap: float     # smallest gap between two agents' mean test gains (NaN below two agents)
-    repeats_for_gap: int   # sessions per agent that gap would need (0 when it cannot be computed)
-
-
-def resolution(rows: list[AgentSummary]) -> Resolution | None:
-    """Power of the ranking of one profile's rows: the pooled session SD of verified test gains turned
-    into the smallest detectable difference at the current number of sessions, and the number of
-    sessions needed to separate the two closest agents. Agents whose session gains are all equal
-    (noop: its final train.py is the baseline, re-used from the cache) say nothing about the spread
-    of a searching agent and are left out of the SD. None when no agent has two varying sessions."""
-    tested = [r.verified_test for r in rows if r.verified_test.n_sessions >= 2 and r.verified_test.sd > 0]
-    if not tested:
-        return None
-    dof = sum(g.n_sessions - 1 for g in tested)
-    sd = math.sqrt(sum((g.n_sessions - 1) * g.sd ** 2 for g in tested) / dof)
-    n = min(g.n_sessions for g in tested)
-    means = np.sort([r.verified_test.mean for r in rows if r.verified_test.n_sessions])
-    gap = float(np.diff(means).min()) if means.size >= 2 else float("nan")
-    try:
-        repeats = stats.required_repeats(gap / sd, ALPHA, POWER) if gap > 0 else 0
-    except ValueError:   # a gap far below the spread: more repeats than anyone runs, shown as not resolvable (0)
-        repeats = 0
-    return Resolution(n, sd, sd * stats.detectable_effect(n, ALPHA, POWER), gap, repeats)
 
 
 def _mean(values: pd.Series) -> float:
@@ -392,39 +429,91 @@ def _or(value: float, default: float) -> float:
 # Markdown
 # ---------------------------------------------------------------------------
 
-HEADER = ("| agent | rank | sessions | experiments | keeps (null) | claimed gain | null gain "
-          "| verified val [95% CI] | p val | verified test [95% CI] | p test | noise-mining | val overfit |")
+HEADER = ("| agent | rank | sessions | experiments | keeps (null) | claimed gain | null gain [95th pct] "
+          "| verified val [95% CI] | p val | verified test [95% CI] | p test | failed finals | noise-mining "
+          "| val overfit |")
 MAX_LISTED = 10  # flagged session ids listed under a table
+MAX_MATRIX = 8   # agents beyond which P(A beats B) is listed for neighbours in the ranking only
 LEGEND = (
     "Gains in bpb, baseline − final (positive = better than baseline). *claimed*: results.tsv, baseline "
-    "row − best kept row; *null gain* / *keeps (null)*: expected if no change had any effect (σ · E[max of "
-    "N+1 normals], H(N+1) − 1, σ = the noise floor's seed σ); *verified*: trusted re-runs of baseline and "
-    "final train.py on held-out seeds, paired by seed, mean over sessions × seeds with a t-interval and "
-    "p-value counting both session and seed noise (baseline and final trained back to back on each seed); "
-    "*noise-mining* = claimed − verified val (selection on noisy runs, seed effect included); *val overfit* "
-    "= verified val − verified test. ⚑ = sessions with integrity findings, kept in every mean. *rank*: by "
-    "verified test gain; an agent's interval spans every agent it is not significantly different from "
-    f"(Welch tests on session gains, Holm-corrected, family-wise α = {ALPHA}); an agent with one session "
-    "is never significantly different."
+    f"row − best kept row; {null_model.NULL_LEGEND}; *verified*: trusted re-runs of baseline and "
+    "final train.py on held-out seeds, paired by seed, mean over sessions of each session's mean over seeds, "
+    "from one model of every verified difference (agent fixed; session, seed and agent × seed random; each "
+    "distinct training counted once, so a session whose final is the baseline adds a difference of exactly 0 "
+    "and no noise) with generalized-pivot intervals; *p*: against the baseline, Holm-adjusted over every "
+    "agent on val and test and every pair of agents on test (one family, family-wise α = "
+    f"{ALPHA}); *failed finals*: share of final runs that crashed, gave NaN, timed out, broke a limit or were "
+    "noncausal, each scored as the untrained model's bpb (a large loss), never dropped; *noise-mining* = "
+    "claimed − verified val (selection on noisy runs, seed effect included); *val overfit* = verified val − "
+    "verified test. ⚑ = sessions with integrity findings, kept in every mean. *rank*: by verified test gain; an "
+    "agent's interval spans every agent it is not significantly different from in that family (an agent with "
+    "one session is never significantly different); *P(A beats B)*: the model's probability that A's mean "
+    "test gain exceeds B's."
 )
 
 
-def render_markdown(summaries: list[AgentSummary], noise: dict[str, NoiseFloor]) -> str:
-    """A leaderboard section per profile: its noise floor, the agents' table, then the legend."""
-    if not summaries and not noise:
+def render_markdown(agent_rows: list[AgentSummary], noise: dict[str, null_model.LoopNoise] | None = None,
+                    extra: dict[str, list[str]] | None = None) -> str:
+    """A leaderboard section per profile: its loop noise (null_model.loop_noise), the agents' table, claimed vs null,
+    pairwise P(A beats B), failures, what it can resolve, `extra[profile_hash]` (further fragments), the legend."""
+    noise, extra = noise or {}, extra or {}
+    if not agent_rows and not noise:
         return "No sessions to analyze.\n"
-    hashes = list(dict.fromkeys([s.profile_hash for s in summaries] + list(noise)))
+    hashes = list(dict.fromkeys([s.profile_hash for s in agent_rows] + list(noise)))
     parts = []
     for profile_hash in hashes:
-        rows = [s for s in summaries if s.profile_hash == profile_hash]
-        floor = noise.get(profile_hash)
-        name = floor.profile if floor else rows[0].profile
-        parts += [f"## Profile {name} ({profile_hash})", "", _noise_line(floor), ""]
+        rows = [s for s in agent_rows if s.profile_hash == profile_hash]
+        found = noise.get(profile_hash)
+        name = found.profile if found else rows[0].profile
+        parts += [f"## Profile {name} ({profile_hash})", "", null_model.noise_line(found), ""]
         if rows:
             parts += [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(_row, rows), ""]
-            parts += _flagged_line(rows) + _verification_line(rows) + _resolution_line(resolution(rows))
+            parts += _null_lines(rows) + _flagged_line(rows) + _verification_line(rows) + _beats_lines(rows)
+            parts += _resolution_lines(rows)
+        if extra.get(profile_hash):
+            parts += [*extra[profile_hash], ""] if extra[profile_hash][-1] else extra[profile_hash]
     parts += [LEGEND, ""]
     return "\n".join(parts)
+
+
+def _null_lines(rows: list[AgentSummary]) -> list[str]:
+    """Claimed vs null: whose mean claimed gain is more than its loops would claim on pure noise (above the null's
+    95th percentile), then what one session's null and the seed-σ bound add."""
+    compared = [r for r in rows if r.null is not None and not math.isnan(r.claimed_gain)
+                and not math.isnan(float(r.null.q95))]
+    if not compared:
+        return []
+    above = [f"{r.agent} ({_signed(r.claimed_gain)} > {_signed(float(r.null.q95))})" for r in compared
+             if r.claimed_gain > r.null.q95]
+    within = [f"{r.agent} ({_signed(r.claimed_gain)} ≤ {_signed(float(r.null.q95))})" for r in compared
+              if not r.claimed_gain > r.null.q95]
+    line = (f"Claimed vs null: above the null's 95th percentile, more than noise-mining explains: "
+            f"{', '.join(above) or 'none'}; within it, no more than noise-mining: {', '.join(within) or 'none'}.")
+    spread = null_model.spread_line({r.agent: r.null for r in compared})
+    return [line, "", spread, ""] if spread else [line, ""]
+
+
+def _beats_lines(rows: list[AgentSummary]) -> list[str]:
+    """P(row beats column) for the verified agents, * where the difference is significant."""
+    ranked = [r for r in rows if r.rank is not None]
+    if len(ranked) < 2 or not any(r.beats for r in ranked):   # none has two sessions: nothing to compare
+        return []
+    names = [r.agent for r in ranked]
+    table = {r.agent: {other: (p, sig) for other, p, sig in r.beats} for r in ranked}
+    if len(ranked) > MAX_MATRIX:
+        cells = [f"{a} over {b} {_prob(*table[a].get(b, (math.nan, False)))}" for a, b in zip(names, names[1:])]
+        return [f"P(A beats B) for neighbours in the ranking: {'; '.join(cells)}.", ""]
+    head = "| P(row beats column) | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 1)]
+    for a in names:
+        cells = ["—" if a == b else _prob(*table[a].get(b, (math.nan, False))) for b in names]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return lines + ["", "\\* significant after Holm (family-wise α = 0.05)." if any(
+        sig for r in ranked for _, _, sig in r.beats) else "No pair of these agents differs significantly.", ""]
+
+
+def _prob(p: float, significant: bool) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.2f}{'*' if significant else ''}"
 
 
 def _flagged_line(rows: list[AgentSummary]) -> list[str]:
@@ -436,41 +525,48 @@ def _flagged_line(rows: list[AgentSummary]) -> list[str]:
 
 
 def _verification_line(rows: list[AgentSummary]) -> list[str]:
-    counts = [f"{s.agent} {_count(s.failed_runs, 'failed final run')} (scored as the untrained model), "
-              f"{_count(s.excluded_pairs, 'excluded pair')} (drift or failed baseline)"
+    counts = [f"{s.agent} {_count(s.failed_runs, 'failed final run')} of {s.final_runs} (scored as the untrained "
+              f"model), {_count(s.excluded_pairs, 'excluded pair')} (drift or failed baseline)"
               for s in rows if s.failed_runs or s.excluded_pairs]
     return [f"Verification: {'; '.join(counts)}.", ""] if counts else []
 
 
-def _resolution_line(res: Resolution | None) -> list[str]:
+def _resolution_lines(rows: list[AgentSummary]) -> list[str]:
+    res = rows[0].resolution
     if res is None:
-        return ["Resolution: n/a (no agent has two verified sessions that differ).", ""]
-    line = (f"Resolution: with {res.n_sessions} sessions per agent (session SD {_num(res.session_sd)}), "
-            f"differences in verified test gain below {_num(res.detectable)} are likely missed "
-            f"(α = {ALPHA}, power {POWER}).")
-    if res.repeats_for_gap:
-        line += (f" Separating the two closest agents (gap {_num(res.closest_gap)}) "
-                 f"needs ~{res.repeats_for_gap} sessions each.")
-    return [line, ""]
+        return ["Resolution: n/a. No agent has two verified sessions that changed train.py, so this leaderboard "
+                "cannot conclude anything about verified gains: no interval, no p-value, no agent told apart from the "
+                "baseline or from another (every rank interval spans them all); its verified numbers are point "
+                "estimates only. `arbench plan` says how many sessions and seeds would.", ""]
+    line = (f"Resolution: with {res.n_sessions} sessions per agent and {res.n_seeds} held-out seeds (session SD "
+            f"{_num(res.session_sd)}, seed term {_num(res.seed_sd)}, run noise {_num(res.run_sd)}), Holm over "
+            f"{res.tests} tests: a verified test gain over the baseline below {_num(res.vs_baseline)}")
+    if not math.isnan(res.between_agents):
+        line += f" and a difference between two agents below {_num(res.between_agents)}"
+    line += f" is found with probability under {POWER} (α = {ALPHA} family-wise; `arbench plan` sizes a run)."
+    return [line, "", _separation_line(rows, res), ""]
 
 
-def _noise_line(floor: NoiseFloor | None) -> str:
-    if floor is None:
-        return f"Noise floor: n/a (no `{NOISE_AGENT}` session in this profile)."
-    return (f"Noise floor (`{NOISE_AGENT}`): seed σ = {_num(floor.sigma_seed)} (trusted val_bpb of the baseline, "
-            f"{_count(floor.n_seeds, 'held-out seed')}). Its loop's own runs of the baseline "
-            f"({_count(floor.n_runs, 'run')}, {_count(floor.n_sessions, 'session')}): σ between sessions "
-            f"(session seed, node) {_num(floor.sigma_between, 'n/a (one session)')}, σ within a session "
-            f"(same seed: steps done in the time budget, nondeterminism) "
-            f"{_num(floor.sigma_within, 'n/a (no reruns)')}.")
+def _separation_line(rows: list[AgentSummary], res: Resolution) -> str:
+    tested = [r for r in rows if r.rank is not None]
+    if res.separated == 0:
+        return ("These agents cannot be separated: no agent differs significantly from the baseline or from another "
+                "agent; with these sessions and seeds, smaller differences than those above go unseen.")
+    apart = sum(sig for r in tested for _, _, sig in r.beats) // 2
+    pairs = len(tested) * (len(tested) - 1) // 2
+    return f"{res.separated} of {res.tests} tests reject; {apart} of {pairs} pairs of agents are told apart."
 
 
 def _row(s: AgentSummary) -> str:
     sessions = f"{s.n_sessions} (⚑ {len(s.flagged)})" if s.flagged else str(s.n_sessions)
     rank = "n/a" if s.rank is None else (str(s.rank[0]) if s.rank[0] == s.rank[1] else f"{s.rank[0]}–{s.rank[1]}")
-    cells = [s.agent, rank, sessions, f"{s.mean_experiments:.1f}", f"{s.mean_keeps:.1f} ({s.null_keeps:.1f})",
-             _signed(s.claimed_gain), _signed(s.null_gain), _interval(s.verified_val), _p(s.verified_val),
-             _interval(s.verified_test), _p(s.verified_test), _signed(s.noise_mining), _signed(s.val_overfit)]
+    failed = "n/a" if not s.final_runs else f"{s.failure_rate:.0%} ({s.failed_runs}/{s.final_runs})"
+    null = "n/a" if s.null is None or math.isnan(float(s.null.mean)) else (
+        f"{_signed(float(s.null.mean))} [{_signed(float(s.null.q95))}]")
+    keeps = "n/a" if s.null is None or math.isnan(s.null.keeps) else f"{s.null.keeps:.1f}"
+    cells = [s.agent, rank, sessions, f"{s.mean_experiments:.1f}", f"{s.mean_keeps:.1f} ({keeps})",
+             _signed(s.claimed_gain), null, _interval(s.verified_val), _p(s.verified_val),
+             _interval(s.verified_test), _p(s.verified_test), failed, _signed(s.noise_mining), _signed(s.val_overfit)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -481,7 +577,9 @@ def _interval(g: Gain) -> str:
 
 
 def _p(g: Gain) -> str:
-    return "n/a" if math.isnan(g.p_value) else f"{g.p_value:.3g}"
+    """The Holm-adjusted p-value; the raw one where the agent is not in the family (the baseline itself)."""
+    p = g.p_value if math.isnan(g.p_adjusted) else g.p_adjusted
+    return "n/a" if math.isnan(p) else f"{p:.3g}"
 
 
 def _signed(x: float) -> str:
@@ -495,3 +593,14 @@ def _count(n: int, noun: str) -> str:
 
 def _num(x: float, missing: str = "n/a") -> str:
     return missing if math.isnan(x) else f"{x:.4f}"
+
+
+def leaderboard_markdown(tables: Tables, noise_agent: str = NOISE_AGENT) -> str:
+    """The published leaderboard: render_markdown with, per profile, loop quality (harness/loop_quality.py) and the
+    rliable-style summaries (harness/summaries.py) below the table; one loop noise (harness/null_model.py) for all."""
+    tables = with_columns(tables)
+    noise = null_model.loop_noise(tables, noise_agent)
+    rows = analyze(tables, noise_agent, noise=noise)
+    hashes = dict.fromkeys(r.profile_hash for r in rows)
+    extra = {h: loop_quality.markdown(tables, h, noise) + summaries.markdown(tables, h, noise) for h in hashes}
+    return render_markdown(rows, noise, extra)

@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-tiny")
     parser.add_argument("--runs", type=int, default=3, help="experiments to time (default 3)")
+    parser.add_argument("--analysis", action="store_true", help="only the analysis cost (no training)")
     args = parser.parse_args(argv)
+    if args.analysis:
+        report_analysis_cost()
+        return
     profile = load_profile(args.profile)
     try:
         data = require_prepared(profile)
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     report_gateway_overhead()
     report_verification_cost(profile, data)
     report_trusted_scoring_cost(profile, data)
+    report_analysis_cost()
 
 
 def report_verification_cost(profile: Profile, data, seeds: int = 3, sessions=(1, 10, 100)) -> None:
@@ -178,6 +183,60 @@ def report_trusted_scoring_cost(profile: Profile, data, steps: int = 3) -> None:
           f"({forwards} forward passes, {checks['causal_cuts']} causal cuts) vs in process {in_process:.2f}s "
           f"({-(-rows // batch)} passes, no causality check), x{checks['eval_seconds'] / in_process:.1f}; "
           f"{moved:,.0f} bytes through shared memory per scored token")
+
+
+def report_analysis_cost(n_sessions: int = 10_000, n_seeds: int = 5, n_agents: int = 5, n_rows: int = 20) -> None:
+    """Analysis of n_sessions sessions × n_seeds held-out seeds × 2 splits (synthetic tables, noop among the agents,
+    n_rows results.tsv rows per session): the model's point estimates and fit, the loop noise, the whole analysis
+    (intervals, Holm family, ranks, resolution, claims and the null), loop quality, the bootstrap of the summaries."""
+    import numpy as np
+    import pandas as pd
+
+    from harness import loop_quality, model, null_model, summaries
+    from harness.analyze import SPLITS, Tables, analyze, model_data, render_markdown, scored_pairs
+
+    rng = np.random.default_rng(0)
+    sid = np.array([f"s{i}" for i in range(n_sessions)])
+    agent = np.array(["noop"] + [f"agent{i}" for i in range(1, n_agents)])[np.arange(n_sessions) % n_agents]
+    per = n_seeds * 2 * len(SPLITS)
+    role = np.tile(np.repeat(["baseline", "final"], n_seeds * len(SPLITS)), n_sessions)
+    v = pd.DataFrame(dict(session_id=np.repeat(sid, per), agent=np.repeat(agent, per), role=role,
+                          split=np.tile(np.repeat(list(SPLITS), n_seeds), 2 * n_sessions),
+                          seed=np.tile(np.arange(n_seeds), 2 * len(SPLITS) * n_sessions),
+                          bpb=2 + 0.01 * rng.normal(size=n_sessions * per), status="ok", pair_status="ok",
+                          untrained_bpb=10.0))
+    v["train_py_hash"] = np.where((v["role"] == "baseline") | (v["agent"] == "noop"), "base", v["session_id"])
+    e = pd.DataFrame(dict(session_id=np.repeat(sid, n_rows), agent=np.repeat(agent, n_rows),
+                          idx=np.tile(np.arange(n_rows), n_sessions),
+                          claimed_val_bpb=2 + 0.01 * rng.normal(size=n_sessions * n_rows),
+                          status=rng.choice(["keep", "discard", "crash"], n_sessions * n_rows), training_seconds=1.0))
+    s = pd.DataFrame(dict(session_id=sid, agent=agent, profile="bench", profile_hash="h", wall_seconds=60.0))
+    tables = Tables(s, e, v, pd.DataFrame())
+    agents = list(dict.fromkeys(agent))
+    laps = [time.perf_counter()]
+
+    def lap() -> float:
+        laps.append(time.perf_counter())
+        return laps[-1] - laps[-2]
+
+    pairs = scored_pairs(tables)
+    pairs["agent"] = pd.Series(agent, index=sid).reindex(pairs["session_id"]).to_numpy()
+    for split in SPLITS:
+        model.fit(*model_data(pairs[pairs["split"] == split], agents))
+    fit_s = lap()
+    noise = null_model.loop_noise(tables)
+    noise_s = lap()
+    render_markdown(analyze(tables, noise=noise), noise)
+    whole_s = lap()
+    loop_quality.markdown(tables, "h", noise)
+    quality_s = lap()
+    summaries.markdown(tables, "h", noise)
+    bootstrap_s = lap()
+    print(f"analysis of {n_sessions:,} sessions × {n_seeds} seeds × {len(SPLITS)} splits ({n_agents} agents, "
+          f"{n_rows} results.tsv rows each): point estimates and model fit {fit_s:.2f}s; loop noise {noise_s:.2f}s; "
+          f"whole analysis and table (intervals, Holm family, ranks, resolution, claims, null) {whole_s:.2f}s; "
+          f"loop quality {quality_s:.2f}s; summaries ({summaries.REPS} stratified bootstrap replicates) "
+          f"{bootstrap_s:.2f}s")
 
 
 if __name__ == "__main__":

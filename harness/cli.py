@@ -80,6 +80,8 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
     from harness.run import run_benchmark
     try:
         cfg = load_config(config)
+        for warning in cfg.warnings():
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if parallel:
             cfg = replace(cfg, parallel=parallel)
         if gpus is not None:
@@ -136,6 +138,24 @@ def verify(path: Annotated[Path, typer.Argument(help="an autoresearch-style git 
     print(report.text)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def plan(sigma: Annotated[float, typer.Option(help="run-to-run σ of val_bpb (e.g. the leaderboard's seed σ)")],
+         effect: Annotated[float, typer.Option(help="difference in verified bpb to find")],
+         agents: Annotated[int, typer.Option(help="agents to rank (noop not counted)")],
+         session_hours: Annotated[float, typer.Option(help="wall-clock hours of one session")] = 8.0,
+         run_minutes: Annotated[float, typer.Option(help="minutes of one verification training run")] = 6.0,
+         session_sd: Annotated[Optional[float], typer.Option(
+             help="spread of true gains between an agent's sessions (default: σ)")] = None):
+    """Sessions per agent and held-out seeds for power 0.8 after Holm over the leaderboard's tests, and the
+    GPU-hours that costs."""
+    from harness.power import plan as make_plan, render_plan
+    if sigma <= 0 or effect <= 0 or agents < 1 or session_hours < 0 or run_minutes < 0:
+        _fail("--sigma and --effect must be > 0, --agents >= 1, hours and minutes >= 0")
+    tau = sigma if session_sd is None else session_sd
+    print(render_plan(make_plan(sigma, effect, agents, session_hours, run_minutes, tau), sigma, effect, agents,
+                      session_hours, tau), end="")
 
 
 @app.command()

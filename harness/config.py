@@ -16,7 +16,7 @@
 
     [seeds]
     session = 0                   # repeat r trains with seed session + r
-    verify = [1000, 1001, 1002]   # held-out seeds, disjoint from the session seeds
+    verify = [1000, 1001, 1002, 1003, 1004]   # held-out seeds (default these 5), disjoint from the session seeds
 
     [verify]
     splits = ["val", "test"]
@@ -73,12 +73,27 @@ class RunConfig:
     def session_seeds(self) -> list[int]:
         return [self.session_seed + r for r in range(self.repeats)]
 
+    def warnings(self) -> list[str]:
+        """What this config gives up; `arbench run` prints each line."""
+        k, default = len(self.verify_seeds), len(DEFAULT_VERIFY_SEEDS)
+        if k >= default:
+            return []
+        from harness.power import asymptotic_detectable   # scipy: only when there is something to say
+        lost = ("a verified gain over the baseline is out of reach at any number of sessions (one held-out seed "
+                "gives no seed term)" if k < 2 else
+                f"with unlimited sessions a verified gain over the baseline needs {asymptotic_detectable(k):.1f} σ for "
+                f"power 0.8, against {asymptotic_detectable(default):.1f} σ with {default} seeds (σ: run-to-run noise "
+                f"of val_bpb; the baseline's seed term does not shrink with more sessions)")
+        return [f"seeds.verify lists {k} held-out seed{'s' if k > 1 else ''}, fewer than the default {default}: {lost}. "
+                f"`arbench plan` sizes a run."]
+
 
 KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "gpus", "source", "budget", "seeds",
               "verify"}
 TABLE_KEYS = {"budget": {"seconds", "experiments", "dollars", "tokens"}, "seeds": {"session", "verify"},
               "verify": {"splits"}}   # [agents.NAME] tables: "kind" and the adapter's parameters (agents.get_agent)
 SPLITS = ("val", "test")
+DEFAULT_VERIFY_SEEDS = (1000, 1001, 1002, 1003, 1004)   # fewer only with a warning: see RunConfig.warnings
 
 
 def load_config(path: Path) -> RunConfig:
@@ -114,7 +129,7 @@ def parse_config(raw: dict, where: str = "config") -> RunConfig:
         repeats=repeats,
         budget=budget,
         session_seed=int(seeds.get("session", 0)),
-        verify_seeds=tuple(int(s) for s in seeds.get("verify", [1000, 1001, 1002])),
+        verify_seeds=tuple(int(s) for s in seeds.get("verify", DEFAULT_VERIFY_SEEDS)),
         verify_splits=tuple(raw.get("verify", {}).get("splits", list(SPLITS))),
         runtime=raw.get("runtime", "auto"),
         parallel=int(_positive(raw.get("parallel", 1), "parallel", where)),

@@ -150,10 +150,9 @@ def verify_all(config: RunConfig, run_dir: Path, runtime: Runtime, data, console
 
 def publish(run_dir: Path) -> str:
     """Rebuild the tables from the session folders and write leaderboard.md."""
-    from harness.analyze import Tables, analyze, noise_floors, render_markdown
+    from harness.analyze import Tables, leaderboard_markdown
 
-    tables = Tables(**build_tables(run_dir))
-    markdown = render_markdown(analyze(tables), noise_floors(tables))
+    markdown = leaderboard_markdown(Tables(**build_tables(run_dir)))
     tmp = run_dir / ".leaderboard.md.tmp"
     tmp.write_text(markdown)
     os.replace(tmp, run_dir / "leaderboard.md")

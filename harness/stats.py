@@ -1,13 +1,14 @@
 """Statistical methods of the analysis: small pure functions on numpy arrays.
 
-Covers the noise floor (variance components), the null model of the keep/revert loop, the
-verified gain of one session (paired t-interval over seeds, exact sign-flip permutation test) and
-of an agent over sessions × seeds that share the baseline's runs (crossed random effects), and
-the ranking of agents (Welch tests, Holm's correction, rank intervals) with its power (repeats
-needed, smallest detectable difference). Functions taking a sample along the last axis also take
-a stack of samples (shape (..., n)), so calibration checks over thousands of simulated data sets
-stay vectorized. Does not cover IQM / stratified bootstrap, P(A beats B), performance profiles or
-loop-quality metrics (later issues).
+Covers the null model's primitives (expected maximum of normals, expected keeps), the
+verified gain of one session (paired t-interval over seeds, exact sign-flip permutation test),
+Holm's correction and rank intervals. Functions taking a sample along the last axis also take a stack
+of samples (shape (..., n)), so calibration checks over thousands of simulated data sets stay
+vectorized. The model of an agent's verified gain over sessions × seeds (every interval, p-value and
+pairwise comparison of the leaderboard) is harness/model.py; the σ a keep/revert loop faces and the
+null distribution of its claims are harness/null_model.py; power and `arbench plan` are
+harness/power.py; IQM, performance profiles and loop quality are harness/summaries.py and
+harness/loop_quality.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, optimize, special, stats
+from scipy import integrate, special, stats
 
 # Above this many paired differences the sign-flip test samples sign patterns instead of listing them.
 EXACT_SIGN_FLIP_MAX_N = 16
@@ -27,47 +28,6 @@ _SIGN_FLIP_BLOCK = 4_000_000
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 # Bit k of byte value v, shape (256, 8).
 _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)
-
-
-# ---------------------------------------------------------------------------
-# Noise floor
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class VarianceComponents:
-    """σ of a single run split into a between-session part and a within-session (seed) part."""
-    n_obs: int
-    n_groups: int
-    sigma_total: float    # sample SD of all values (ddof=1)
-    sigma_between: float  # NaN when fewer than two groups
-    sigma_within: float   # NaN when no group has two values
-
-
-def variance_components(values: np.ndarray, groups: np.ndarray) -> VarianceComponents:
-    """One-way random-effects decomposition, method of moments (ANOVA), unbalanced groups allowed.
-
-    Model x_gi = μ + b_g + e_gi with b_g ~ (0, σ_b²) the session effect and e_gi ~ (0, σ_w²) the
-    seed effect. σ_w² = MSW = Σ(x_gi − x̄_g)² / (N − G); σ_b² = max(0, (MSB − MSW) / n₀) with
-    MSB = Σ n_g (x̄_g − x̄)² / (G − 1) and n₀ = (N − Σ n_g² / N) / (G − 1) (Searle, Casella &
-    McCulloch 1992, §3.6). The truncation at 0 is the usual one; it biases σ_b slightly upward.
-    """
-    x = np.asarray(values, dtype=float)
-    _, g = np.unique(np.asarray(groups), return_inverse=True)
-    n, k = x.size, int(g.max()) + 1 if x.size else 0
-    total = float(np.std(x, ddof=1)) if n > 1 else float("nan")
-    if n == 0:
-        return VarianceComponents(0, 0, total, float("nan"), float("nan"))
-    counts = np.bincount(g, minlength=k)
-    means = np.bincount(g, weights=x, minlength=k) / counts
-    ssw = float(np.sum((x - means[g]) ** 2))
-    msw = ssw / (n - k) if n > k else float("nan")
-    within = float(np.sqrt(msw)) if n > k else float("nan")
-    if k < 2 or n <= k:
-        return VarianceComponents(n, k, total, float("nan"), within)
-    msb = float(np.sum(counts * (means - x.mean()) ** 2)) / (k - 1)
-    n0 = (n - np.sum(counts ** 2) / n) / (k - 1)
-    between = float(np.sqrt(max(0.0, (msb - msw) / n0)))
-    return VarianceComponents(n, k, total, between, within)
 
 
 # ---------------------------------------------------------------------------
@@ -144,13 +104,13 @@ def paired_t(diffs: np.ndarray, level: float = 0.95) -> TInterval:
     mean = d.mean(axis=-1) if n else np.full(d.shape[:-1], np.nan)
     if n < 2:
         nan = np.full_like(mean, np.nan)
-        return TInterval(n, _out(mean), _out(nan), _out(nan), _out(nan))
+        return TInterval(n, *map(scalar_or_array, (mean, nan, nan, nan)))
     se = d.std(axis=-1, ddof=1) / np.sqrt(n)
     half = stats.t.ppf(0.5 + level / 2.0, n - 1) * se
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.abs(mean) / se
     p = np.where(se > 0, 2.0 * stats.t.sf(t, n - 1), np.where(mean == 0, 1.0, 0.0))
-    return TInterval(n, _out(mean), _out(mean - half), _out(mean + half), _out(p))
+    return TInterval(n, *map(scalar_or_array, (mean, mean - half, mean + half, p)))
 
 
 def sign_flip_pvalue(diffs: np.ndarray, *, exact_max_n: int = EXACT_SIGN_FLIP_MAX_N,
@@ -166,7 +126,7 @@ def sign_flip_pvalue(diffs: np.ndarray, *, exact_max_n: int = EXACT_SIGN_FLIP_MA
     d = np.asarray(diffs, dtype=float)
     n = d.shape[-1]
     if n == 0:
-        return _out(np.full(d.shape[:-1], np.nan))
+        return scalar_or_array(np.full(d.shape[:-1], np.nan))
     m = (n + 7) // 8
     flat = np.zeros((int(np.prod(d.shape[:-1])), 8 * m))
     flat[:, :n] = d.reshape(-1, n)
@@ -186,7 +146,7 @@ def sign_flip_pvalue(diffs: np.ndarray, *, exact_max_n: int = EXACT_SIGN_FLIP_MA
         flipped = table[:, np.arange(m), codes].sum(axis=-1)
         counts += (np.abs(sums[:, None] - 2.0 * flipped) >= threshold[:, None]).sum(axis=1)
     p = counts / total if exact else (counts + 1.0) / (total + 1.0)
-    return _out(p.reshape(d.shape[:-1]))
+    return scalar_or_array(p.reshape(d.shape[:-1]))
 
 
 def _pattern_bytes(start: int, size: int, m: int) -> np.ndarray:
@@ -195,152 +155,50 @@ def _pattern_bytes(start: int, size: int, m: int) -> np.ndarray:
     return np.stack([(codes >> (8 * j)) & 255 for j in range(m)], axis=1)
 
 
-@dataclass(frozen=True)
-class CrossedGain:
-    """Mean of a sessions × seeds table of paired differences, seeds shared by all sessions."""
-    mean: np.ndarray | float
-    low: np.ndarray | float
-    high: np.ndarray | float
-    p_value: np.ndarray | float
-    df: np.ndarray | float
-
-
-def crossed_gain(diffs: np.ndarray, level: float = 0.95) -> CrossedGain:
-    """t-interval for the mean of a complete sessions × seeds table (last two axes) of differences
-    baseline − final, where every session is scored on the same seeds against the same baseline runs.
-
-    Two-way crossed random effects without replication: d_si = g + u_s + v_i + w_si, with u the
-    session effect, v the seed effect shared by all sessions (it holds the baseline's own noise at
-    seed i, which a cached baseline puts into every session's difference) and w the rest.
-    Var(mean) = σ_u²/S + σ_v²/K + σ_w²/(SK), estimated from the balanced ANOVA mean squares
-    (E MS_sessions = σ_w² + Kσ_u², E MS_seeds = σ_w² + Sσ_v², E MS_residual = σ_w²) with σ_u², σ_v²
-    truncated at 0; the t quantile uses Satterthwaite's df for that combination of mean squares.
-    Sessions alone (a t over session means) would miss σ_v²/K, which does not shrink with more
-    sessions. Needs S ≥ 2 and K ≥ 2; a zero variance gives [mean, mean] and p = 1 if mean = 0 else 0.
-    """
-    d = np.asarray(diffs, dtype=float)
-    n_s, n_k = d.shape[-2], d.shape[-1]
-    if n_s < 2 or n_k < 2:
-        raise ValueError(f"need at least 2 sessions and 2 seeds, got {n_s} x {n_k}")
-    mean = d.mean(axis=(-2, -1))
-    rows, cols = d.mean(axis=-1), d.mean(axis=-2)
-    ms_s = n_k * ((rows - mean[..., None]) ** 2).sum(axis=-1) / (n_s - 1)
-    ms_k = n_s * ((cols - mean[..., None]) ** 2).sum(axis=-1) / (n_k - 1)
-    resid = d - rows[..., :, None] - cols[..., None, :] + mean[..., None, None]
-    df_e = (n_s - 1) * (n_k - 1)
-    ms_e = (resid ** 2).sum(axis=(-2, -1)) / df_e
-    # n·Var(mean) = c_s MS_s + c_k MS_k + c_e MS_e, with a component dropped when truncated at 0.
-    use_s, use_k = ms_s > ms_e, ms_k > ms_e
-    c_e = 1.0 - use_s - use_k
-    terms = [(use_s * ms_s, n_s - 1), (use_k * ms_k, n_k - 1), (c_e * ms_e, df_e)]
-    total = sum(t for t, _ in terms)
-    se = np.sqrt(np.maximum(total, 0.0) / (n_s * n_k))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = total ** 2 / sum(t ** 2 / f for t, f in terms)
-        half = stats.t.ppf(0.5 + level / 2.0, df) * se
-        p = 2.0 * stats.t.sf(np.abs(mean) / se, df)
-    zero = se == 0
-    half = np.where(zero, 0.0, half)
-    p = np.where(zero, np.where(mean == 0, 1.0, 0.0), p)
-    return CrossedGain(_out(mean), _out(mean - half), _out(mean + half), _out(p), _out(df))
-
-
 # ---------------------------------------------------------------------------
 # Ranking and power
 # ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class WelchTest:
-    """Difference of means a − b with Welch's t-interval and two-sided p-value."""
-    diff: np.ndarray | float
-    low: np.ndarray | float
-    high: np.ndarray | float
-    p_value: np.ndarray | float
-    df: np.ndarray | float
-
-
-def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> WelchTest:
-    """Welch's unequal-variance t-test of mean(a) = mean(b), samples along the last axis.
-
-    se² = s_a²/n_a + s_b²/n_b, Welch–Satterthwaite df = se⁴ / Σ (s²/n)² / (n − 1). Each side needs
-    two values. se = 0 gives p = 1 if the means are equal else 0.
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    na, nb = a.shape[-1], b.shape[-1]
-    if na < 2 or nb < 2:
-        raise ValueError(f"Welch's test needs two values per side, got {na} and {nb}")
-    va, vb = a.var(axis=-1, ddof=1) / na, b.var(axis=-1, ddof=1) / nb
-    se = np.sqrt(va + vb)
-    diff = a.mean(axis=-1) - b.mean(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(se > 0, (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)), na + nb - 2.0)
-        p = np.where(se > 0, 2.0 * stats.t.sf(np.abs(diff) / se, df), np.where(diff == 0, 1.0, 0.0))
-    half = stats.t.ppf(0.5 + level / 2.0, df) * se
-    return WelchTest(_out(diff), _out(diff - half), _out(diff + half), _out(p), _out(df))
-
-
 def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (strong family-wise error control, any dependence).
+    """Holm's step-down adjusted p-values along the last axis (strong family-wise error control, any dependence).
 
-    With p sorted ascending, adjusted p_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)); rejecting
-    where adjusted p ≤ α keeps P(any false rejection) ≤ α. NaN p-values are left out and stay NaN.
+    With p sorted ascending, adjusted p_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)); rejecting where adjusted p ≤ α
+    keeps P(any false rejection) ≤ α. NaN p-values are left out (m counts the others) and stay NaN.
     """
     p = np.asarray(p_values, dtype=float)
-    out = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    m = order.size
-    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    return out
+    missing = np.isnan(p)
+    m = (~missing).sum(axis=-1, keepdims=True)
+    order = np.argsort(np.where(missing, np.inf, p), axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1)
+    factor = m - np.arange(p.shape[-1])
+    adjusted = np.minimum(1.0, np.maximum.accumulate(np.where(np.isnan(ranked), 0.0, factor * ranked), axis=-1))
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return np.where(missing, np.nan, out)
 
 
 def rank_intervals(means: np.ndarray, different: np.ndarray) -> np.ndarray:
-    """Rank intervals (rank 1 = highest mean): an agent's interval spans every agent it is not
-    significantly different from. different[i, j] is True when i and j differ significantly;
-    low_i = 1 + #{j: different and mean_j > mean_i}, high_i = k − #{j: different and mean_j < mean_i}.
-    Returns an int array of shape (k, 2)."""
+    """Rank intervals (rank 1 = highest mean) over the last axis of means, (..., k) → (..., k, 2) ints.
+
+    An agent's interval spans every agent it is not significantly different from: different[..., i, j] is True when
+    i and j differ significantly; low_i = 1 + #{j: different and mean_j > mean_i}, high_i = k − #{j: different and
+    mean_j < mean_i}. Non-transitive significance (i apart from j and l, j and l apart from m, i not apart from m)
+    could still leave two agents that do not differ with disjoint intervals; such an interval is widened to meet the
+    other's, so disjoint intervals always mean a significant difference.
+    """
     m = np.asarray(means, dtype=float)
     sig = np.asarray(different, dtype=bool)
-    above = (sig & (m[None, :] > m[:, None])).sum(axis=1)
-    below = (sig & (m[None, :] < m[:, None])).sum(axis=1)
-    return np.stack([1 + above, m.size - below], axis=1)
+    above = m[..., None, :] > m[..., :, None]
+    low = 1 + (sig & above).sum(axis=-1)
+    high = m.shape[-1] - (sig & (m[..., None, :] < m[..., :, None])).sum(axis=-1)
+    # i below j in mean, not different, and i's interval wholly below j's: i's low comes up to j's high
+    apart = ~sig & above & (low[..., :, None] > high[..., None, :])
+    low = np.minimum(low, np.where(apart, high[..., None, :], low[..., :, None]).min(axis=-1))
+    return np.stack([low, high], axis=-1)
 
 
-def two_sample_power(effect: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided two-sample t-test with n per group at standardized effect d:
-    P(|T'| > t_{1−α/2, 2n−2}) with T' noncentral t, df 2n − 2, noncentrality d·√(n/2)."""
-    df = 2 * n - 2
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    ncp = effect * np.sqrt(n / 2)
-    # scipy returns NaN for the far tail at large noncentrality, where it is ~0 anyway.
-    lower = float(np.nan_to_num(stats.nct.cdf(-crit, df, ncp)))
-    return float(stats.nct.sf(crit, df, ncp)) + lower
-
-
-def required_repeats(effect: float, alpha: float = 0.05, power: float = 0.8, max_n: int = 100_000) -> int:
-    """Smallest n per group (≥ 2) at which the two-sample t-test reaches the power at effect d
-    (d in units of the between-repeat SD): ≈ 64/17/6/4 for d = 0.5/1/2/3 at α = 0.05, power 0.8."""
-    if effect <= 0:
-        raise ValueError(f"effect must be > 0, got {effect}")
-    low, high = 2, 2
-    while two_sample_power(effect, high, alpha) < power:
-        low, high = high, high * 2
-        if high > max_n:
-            raise ValueError(f"more than {max_n} repeats needed for effect {effect}")
-    while low < high:  # power grows with n: bisect for the first n that reaches it
-        mid = (low + high) // 2
-        low, high = (mid + 1, high) if two_sample_power(effect, mid, alpha) < power else (low, mid)
-    return high
-
-
-def detectable_effect(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest standardized effect d the two-sample t-test with n per group detects with the power."""
-    if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
-    return float(optimize.brentq(lambda d: two_sample_power(d, n, alpha) - power, 1e-6, 30.0, xtol=1e-10))
-
-
-def _out(a: np.ndarray) -> np.ndarray | float:
-    """A 0-d result as a plain float, anything else unchanged."""
+def scalar_or_array(a: np.ndarray) -> np.ndarray | float:
+    """A 0-d result as a plain float, anything else unchanged (the return convention of the vectorized functions
+    here, in harness/model.py, harness/null_model.py and harness/summaries.py)."""
     a = np.asarray(a, dtype=float)
     return float(a) if a.ndim == 0 else a

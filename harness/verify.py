@@ -161,6 +161,7 @@ class VerificationRun:
     neighbour_load: float | None
     train_limit: float | None
     eval_limit: float | None
+    untrained_bpb: float | None = None   # the untrained model's bpb on the split: what a failed final scores
 
 
 @dataclass(frozen=True)
@@ -471,7 +472,8 @@ def verification(pairs: list[PairResult], baseline_commit: str, final_commit: st
                     pair_status=pair.status, attempts=len(pair.attempts), steps=run.steps,
                     tokens_per_second=run.tokens_per_second, pre_eval_seconds=run.pre_eval_seconds,
                     eval_seconds=run.eval_seconds, neighbour_load=run.neighbour_load,
-                    train_limit=run.train_limit, eval_limit=run.eval_limit))
+                    train_limit=run.train_limit, eval_limit=run.eval_limit,
+                    untrained_bpb=(run.untrained or untrained or {}).get(split)))
     findings = run_findings(pairs, final_commit)
     gains = {split: scored_gains(rows, split) for split in ("val", "test")}
     seeds = sorted(set(gains["val"]) & set(gains["test"]))

@@ -27,3 +27,19 @@ def write_config(tmp_path: Path, agents: list[str], experiments: int = 2, seeds=
                       f'runtime = "{runtime}"\n[budget]\nseconds = 300\nexperiments = {experiments}\n'
                       f'[seeds]\nverify = {list(seeds)}\n')
     return config
+
+
+def write_session_folders(run_dir: Path, tables) -> None:
+    """Tables (harness/analyze.py Tables) as session folders, the way the session, collect and verify stages leave
+    them, so that harness/store.py's build_tables rebuilds them (every table needs a session_id column)."""
+    from harness.store import write_json
+    for record in tables.sessions.to_dict("records"):
+        sid = record["session_id"]
+        folder = run_dir / "sessions" / sid
+        rows = {name: frame[frame["session_id"] == sid].drop(columns=["session_id", "agent"]).to_dict("records")
+                for name, frame in (("experiments", tables.experiments), ("findings", tables.findings),
+                                    ("verifications", tables.verifications))}
+        write_json(folder / "session.json", record)
+        write_json(folder / "experiments.json", rows["experiments"])
+        write_json(folder / "findings.json", rows["findings"])
+        write_json(folder / "verification.json", {"runs": rows["verifications"]})

@@ -129,3 +129,11 @@ def test_the_overnight_config_pits_claude_against_gpt_within_a_printed_cost_ceil
     assert (config.profile.name, config.repeats, config.budget.seconds) == ("h100", 5, 8 * 3600)
     assert cost_ceiling(config, plan(config)).startswith(
         f"cost ceiling: ${20 * config.budget.dollars:,.2f} = 20 LLM sessions")
+
+
+def test_five_held_out_seeds_by_default_and_a_warning_below():
+    config = parse_config({k: v for k, v in VALID.items() if k != "seeds"})
+    assert config.verify_seeds == (1000, 1001, 1002, 1003, 1004) and config.warnings() == []
+    (three,) = parse_config(VALID | {"seeds": {"verify": [100, 101, 102]}}).warnings()
+    assert "3 held-out seeds, fewer than the default 5" in three and "3.3 σ" in three and "1.7 σ with 5" in three
+    assert "out of reach" in parse_config(VALID | {"seeds": {"verify": [100]}}).warnings()[0]
