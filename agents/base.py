@@ -30,7 +30,7 @@ import importlib
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from agents.controls import CONTROLS
 from bench.contracts import gateway_env
@@ -109,10 +109,18 @@ class GatewayAgent(Agent):
         return gateway_env(start.gateway_url, start.token)
 
 
-def api_of(model: str) -> Literal["messages", "responses"]:
-    """The wire a model's provider speaks through the gateway: Anthropic Messages for Claude models, OpenAI
-    Responses for the others (for adapters that speak either)."""
+def api_of(model: str, api: str = "auto") -> str:
+    """The wire an adapter that speaks either uses: `api` when set, else by the model's provider (Anthropic Messages
+    for Claude models, OpenAI Responses for the others)."""
+    if api != "auto":
+        return api
     return "messages" if "claude" in model.lower() else "responses"
+
+
+def check_command_timeout(seconds) -> None:
+    """A CLI's shell-tool timeout must outlast a training run: whole seconds, at least a minute."""
+    if not isinstance(seconds, int) or seconds < 60:
+        raise ValueError(f"command_timeout_s must be whole seconds >= 60, got {seconds!r}")
 
 
 @dataclass(frozen=True)

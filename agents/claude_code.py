@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start
+from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start, check_command_timeout
 
 FLAGS = ("--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions",
          "--disallowedTools", "WebSearch", "WebFetch")
@@ -43,8 +43,7 @@ class ClaudeCode(CliAgent):
     cli: ClassVar[str] = "claude-code"
 
     def __post_init__(self):
-        if not isinstance(self.command_timeout_s, int) or self.command_timeout_s < 60:
-            raise ValueError(f"command_timeout_s must be whole seconds >= 60, got {self.command_timeout_s!r}")
+        check_command_timeout(self.command_timeout_s)
 
     def command(self, start: Start) -> list[str]:
         return ["claude", "-p", START_PROMPT, *FLAGS, "--model", self.model]

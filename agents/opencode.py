@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start, api_of
+from agents.base import CONTINUE_PROMPT, START_PROMPT, CliAgent, Start, api_of, check_command_timeout
 
 PROVIDER = "arbench"
 PLUGIN_SDK = "@opencode-ai/plugin"
@@ -52,11 +52,10 @@ class OpenCode(CliAgent):
     def __post_init__(self):
         if self.api not in ("auto", "messages", "responses"):
             raise ValueError(f"api must be auto, messages or responses, got {self.api!r}")
-        if not isinstance(self.command_timeout_s, int) or self.command_timeout_s < 60:
-            raise ValueError(f"command_timeout_s must be whole seconds >= 60, got {self.command_timeout_s!r}")
+        check_command_timeout(self.command_timeout_s)
 
     def wire(self) -> str:
-        return api_of(self.model) if self.api == "auto" else self.api
+        return api_of(self.model, self.api)
 
     def config(self, base_url: str) -> dict[str, Any]:
         sdk, key = SDK[self.wire()]

@@ -46,7 +46,7 @@ class MiniSweAgent(CliAgent):
             raise ValueError(f"api must be auto, messages, responses or chat, got {self.api!r}")
 
     def wire(self) -> str:
-        return api_of(self.model) if self.api == "auto" else self.api
+        return api_of(self.model, self.api)
 
     def mini_args(self) -> list[str]:
         provider = "anthropic" if self.wire() == "messages" else "openai"
