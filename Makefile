@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench images clean
+.PHONY: install demo test bench images gpu-check clean
 
 install: $(STAMP)
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m bench.prepare --profile cpu-tiny --source corpus
 	$(BIN)/arbench run harness/configs/demo.toml --out demo
+	$(BIN)/arbench leaderboard demo
 
 test: install
 	$(BIN)/pytest -q -ra
@@ -27,6 +28,10 @@ bench: install
 # the images this host can build (cpu; cuda where nvidia-smi answers), cached: see images/build.py
 images: install
 	$(BIN)/python images/build.py
+
+# on a machine with an NVIDIA GPU (~15 min): the CUDA image sees it, the h100 baseline's figures, σ, two sessions
+gpu-check: images
+	$(BIN)/python -m harness.gpu_check
 
 clean:
 	rm -rf $(VENV) demo build

@@ -32,7 +32,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agents.controls import CONTROLS
+from agents.controls import CONTROLS, FAULTS
 from bench.contracts import gateway_env
 
 AGENT_LOG = "agent.log"                             # everything the agent printed
@@ -153,7 +153,7 @@ class CliAgent(GatewayAgent):
 # ---------------------------------------------------------------------------
 
 AGENTS: dict[str, str] = {
-    **{control: "agents.controls.adapter:ControlAgent" for control in CONTROLS},
+    **{control: "agents.controls.adapter:ControlAgent" for control in CONTROLS | FAULTS},
     "gateway-probe": "agents.probe:GatewayProbe",
     "mini-swe-agent": "agents.scaffold:MiniSweAgent",
     "claude-code": "agents.claude_code:ClaudeCode",

@@ -1,4 +1,5 @@
-"""Analysis of a run: loop noise, claimed vs verified gain per agent, ranking, resolution, a markdown leaderboard.
+"""Analysis of a run: loop noise, claimed vs verified gain per agent, ranking, resolution (written down as markdown by
+leaderboards/markdown.py).
 
 Reads the four parquet tables of `<run_dir>/tables/` (schemas in notes/CONTRACTS.md) and reduces them, per profile
 and agent, to one `AgentSummary` row. Gains are in bpb, baseline − final: positive means better than the baseline.
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness import loop_quality, model, null_model, power, stats, summaries
+from harness import model, null_model, power, stats
 from harness.store import TABLES
 
 # Columns this module reads: a table without rows (or without its file) gets them, empty.
@@ -31,8 +32,9 @@ COLUMNS = {
     "sessions": ["session_id", "agent", "profile", "profile_hash"],
     "experiments": ["session_id", "agent", "idx", "claimed_val_bpb", "status", "run_status"],
     "verifications": ["session_id", "agent", "role", "train_py_hash", "seed", "split", "bpb", "status", "pair_status",
-                      "untrained_bpb"],
+                      "untrained_bpb", "node"],
     "findings": ["session_id", "agent", "kind", "severity"],
+    "nodes": ["node", "profile_hash", "seed", "status", "steps", "tokens_per_second", "val_bpb"],
 }
 NOISE_AGENT = "noop"
 LEVEL = 0.95
@@ -49,6 +51,7 @@ class Tables:
     experiments: pd.DataFrame
     verifications: pd.DataFrame
     findings: pd.DataFrame
+    nodes: pd.DataFrame = field(default_factory=pd.DataFrame)   # per-node calibration runs (harness/calibration.py)
 
 
 def load_tables(run_dir: str | Path) -> Tables:
@@ -137,13 +140,13 @@ def _session_index(tables: Tables) -> pd.DataFrame:
     """session_id → agent, profile, profile_hash; sessions only seen in other tables are kept."""
     known = tables.sessions[["session_id", "agent", "profile", "profile_hash"]]
     others = [frame.loc[~frame["session_id"].duplicated(), ["session_id", "agent"]]
-              for frame in (getattr(tables, name) for name in TABLES[1:])]
+              for frame in (tables.experiments, tables.verifications, tables.findings)]
     index = pd.concat([known, *others], ignore_index=True).drop_duplicates("session_id")
     index["profile"], index["profile_hash"] = _labels(index["profile"]), _labels(index["profile_hash"])
     return index.set_index("session_id")
 
 
-def _claims(experiments: pd.DataFrame) -> pd.DataFrame:
+def session_claims(experiments: pd.DataFrame) -> pd.DataFrame:
     """Per session, from results.tsv rows: experiments and keeps after the baseline row, the number
     of runs that produced a val_bpb (draws of the null model) and the claimed gain (baseline row −
     best kept row; the baseline counts as kept, so a claim is ≥ 0; NaN when the baseline crashed)."""
@@ -191,17 +194,19 @@ def _scored(verifications: pd.DataFrame) -> pd.DataFrame:
 def scored_pairs(tables: Tables) -> pd.DataFrame:
     """One row per (session_id, split, seed) with both sides scored (see _scored): diff = baseline − final bpb, the
     final's train.py hash, whether the final failed (scored as the untrained model), and whether the final is the
-    baseline itself (baseline_only: diff is exactly 0, one run serving both roles). Excluded pairs are left out."""
+    baseline itself (baseline_only: diff is exactly 0, one run serving both roles), and the node it ran on (its
+    baseline's: both roles train on one slot). Excluded pairs are left out."""
     ok = _scored(with_columns(tables).verifications)
     keys = ["session_id", "split", "seed"]
     base = ok[ok["role"] == "baseline"].drop_duplicates(keys)
     final = ok[ok["role"] == "final"].drop_duplicates(keys)
-    both = base[keys + ["bpb", "train_py_hash"]].merge(
+    both = base[keys + ["bpb", "train_py_hash", "node"]].merge(
         final[keys + ["bpb", "train_py_hash", "failed"]], on=keys, suffixes=("_base", "_final"))
     same = both["train_py_hash_base"].astype(object).eq(both["train_py_hash_final"].astype(object))
     return pd.DataFrame({"session_id": both["session_id"], "split": both["split"], "seed": both["seed"],
                          "diff": both["bpb_base"] - both["bpb_final"], "final_hash": both["train_py_hash_final"],
-                         "failed": both["failed"].astype(bool), "baseline_only": same.to_numpy()})
+                         "failed": both["failed"].astype(bool), "baseline_only": same.to_numpy(),
+                         "node": both["node"]})
 
 
 def _verification_counts(verifications: pd.DataFrame) -> pd.DataFrame:
@@ -236,7 +241,7 @@ def analyze(tables: Tables, noise_agent: str = NOISE_AGENT, level: float = LEVEL
     tables = with_columns(tables)
     noise = null_model.loop_noise(tables, noise_agent) if noise is None else noise
     index = _session_index(tables)
-    sessions = index.join(_claims(tables.experiments))
+    sessions = index.join(session_claims(tables.experiments))
     sessions[["n_experiments", "n_keeps", "n_draws"]] = sessions[["n_experiments", "n_keeps", "n_draws"]].fillna(0)
     pairs = scored_pairs(tables)
     pairs["agent"] = index["agent"].reindex(pairs["session_id"]).to_numpy()
@@ -271,7 +276,8 @@ class Ranked:
 def model_data(pairs: pd.DataFrame, agents: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One split's pairs as the model's arrays (harness/model.fit): units × seeds differences, changed, agent index,
     weight. A unit is one distinct training of an agent: sessions whose final is the same train.py share it, and
-    so do all of an agent's sessions whose final is the baseline (their difference is 0, one run serving both)."""
+    so do all of an agent's sessions whose final is the baseline (their difference is 0, one run serving both).
+    Node effects are taken out of d where the pairs' nodes identify them (harness/model.py node_adjusted)."""
     code = {a: i for i, a in enumerate(agents)}
     changed = ~pairs["baseline_only"].to_numpy(bool) | (pairs["diff"].to_numpy() != 0)
     unit_key = pd.Series(np.where(changed, pairs["final_hash"].astype(object).fillna(pairs["session_id"]), ""),
@@ -293,7 +299,9 @@ def model_data(pairs: pd.DataFrame, agents: list[str]) -> tuple[np.ndarray, np.n
     sessions = pd.Series(pairs["session_id"].to_numpy()).groupby(unit).nunique()
     weight = sessions.reindex(range(n_units)).to_numpy(float)
     agent = np.array([code[a] for a, _ in uniques], dtype=int)
-    return d, unit_changed, agent, weight
+    node = np.full((n_units, n_seeds), -1)
+    node[unit, seed] = pd.factorize(pairs["node"].replace("", np.nan))[0]   # a pair's node (-1: not recorded)
+    return model.node_adjusted(d, unit_changed, agent, node), unit_changed, agent, weight
 
 
 def rank_profile(pairs: pd.DataFrame, agents: list[str], level: float = LEVEL, alpha: float = ALPHA) -> Ranked:
@@ -423,184 +431,3 @@ def _mean(values: pd.Series) -> float:
 
 def _or(value: float, default: float) -> float:
     return default if math.isnan(value) else value
-
-
-# ---------------------------------------------------------------------------
-# Markdown
-# ---------------------------------------------------------------------------
-
-HEADER = ("| agent | rank | sessions | experiments | keeps (null) | claimed gain | null gain [95th pct] "
-          "| verified val [95% CI] | p val | verified test [95% CI] | p test | failed finals | noise-mining "
-          "| val overfit |")
-MAX_LISTED = 10  # flagged session ids listed under a table
-MAX_MATRIX = 8   # agents beyond which P(A beats B) is listed for neighbours in the ranking only
-LEGEND = (
-    "Gains in bpb, baseline − final (positive = better than baseline). *claimed*: results.tsv, baseline "
-    f"row − best kept row; {null_model.NULL_LEGEND}; *verified*: trusted re-runs of baseline and "
-    "final train.py on held-out seeds, paired by seed, mean over sessions of each session's mean over seeds, "
-    "from one model of every verified difference (agent fixed; session, seed and agent × seed random; each "
-    "distinct training counted once, so a session whose final is the baseline adds a difference of exactly 0 "
-    "and no noise) with generalized-pivot intervals; *p*: against the baseline, Holm-adjusted over every "
-    "agent on val and test and every pair of agents on test (one family, family-wise α = "
-    f"{ALPHA}); *failed finals*: share of final runs that crashed, gave NaN, timed out, broke a limit or were "
-    "noncausal, each scored as the untrained model's bpb (a large loss), never dropped; *noise-mining* = "
-    "claimed − verified val (selection on noisy runs, seed effect included); *val overfit* = verified val − "
-    "verified test. ⚑ = sessions with integrity findings, kept in every mean. *rank*: by verified test gain; an "
-    "agent's interval spans every agent it is not significantly different from in that family (an agent with "
-    "one session is never significantly different); *P(A beats B)*: the model's probability that A's mean "
-    "test gain exceeds B's."
-)
-
-
-def render_markdown(agent_rows: list[AgentSummary], noise: dict[str, null_model.LoopNoise] | None = None,
-                    extra: dict[str, list[str]] | None = None) -> str:
-    """A leaderboard section per profile: its loop noise (null_model.loop_noise), the agents' table, claimed vs null,
-    pairwise P(A beats B), failures, what it can resolve, `extra[profile_hash]` (further fragments), the legend."""
-    noise, extra = noise or {}, extra or {}
-    if not agent_rows and not noise:
-        return "No sessions to analyze.\n"
-    hashes = list(dict.fromkeys([s.profile_hash for s in agent_rows] + list(noise)))
-    parts = []
-    for profile_hash in hashes:
-        rows = [s for s in agent_rows if s.profile_hash == profile_hash]
-        found = noise.get(profile_hash)
-        name = found.profile if found else rows[0].profile
-        parts += [f"## Profile {name} ({profile_hash})", "", null_model.noise_line(found), ""]
-        if rows:
-            parts += [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|", *map(_row, rows), ""]
-            parts += _null_lines(rows) + _flagged_line(rows) + _verification_line(rows) + _beats_lines(rows)
-            parts += _resolution_lines(rows)
-        if extra.get(profile_hash):
-            parts += [*extra[profile_hash], ""] if extra[profile_hash][-1] else extra[profile_hash]
-    parts += [LEGEND, ""]
-    return "\n".join(parts)
-
-
-def _null_lines(rows: list[AgentSummary]) -> list[str]:
-    """Claimed vs null: whose mean claimed gain is more than its loops would claim on pure noise (above the null's
-    95th percentile), then what one session's null and the seed-σ bound add."""
-    compared = [r for r in rows if r.null is not None and not math.isnan(r.claimed_gain)
-                and not math.isnan(float(r.null.q95))]
-    if not compared:
-        return []
-    above = [f"{r.agent} ({_signed(r.claimed_gain)} > {_signed(float(r.null.q95))})" for r in compared
-             if r.claimed_gain > r.null.q95]
-    within = [f"{r.agent} ({_signed(r.claimed_gain)} ≤ {_signed(float(r.null.q95))})" for r in compared
-              if not r.claimed_gain > r.null.q95]
-    line = (f"Claimed vs null: above the null's 95th percentile, more than noise-mining explains: "
-            f"{', '.join(above) or 'none'}; within it, no more than noise-mining: {', '.join(within) or 'none'}.")
-    spread = null_model.spread_line({r.agent: r.null for r in compared})
-    return [line, "", spread, ""] if spread else [line, ""]
-
-
-def _beats_lines(rows: list[AgentSummary]) -> list[str]:
-    """P(row beats column) for the verified agents, * where the difference is significant."""
-    ranked = [r for r in rows if r.rank is not None]
-    if len(ranked) < 2 or not any(r.beats for r in ranked):   # none has two sessions: nothing to compare
-        return []
-    names = [r.agent for r in ranked]
-    table = {r.agent: {other: (p, sig) for other, p, sig in r.beats} for r in ranked}
-    if len(ranked) > MAX_MATRIX:
-        cells = [f"{a} over {b} {_prob(*table[a].get(b, (math.nan, False)))}" for a, b in zip(names, names[1:])]
-        return [f"P(A beats B) for neighbours in the ranking: {'; '.join(cells)}.", ""]
-    head = "| P(row beats column) | " + " | ".join(names) + " |"
-    lines = [head, "|" + "---|" * (len(names) + 1)]
-    for a in names:
-        cells = ["—" if a == b else _prob(*table[a].get(b, (math.nan, False))) for b in names]
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    return lines + ["", "\\* significant after Holm (family-wise α = 0.05)." if any(
-        sig for r in ranked for _, _, sig in r.beats) else "No pair of these agents differs significantly.", ""]
-
-
-def _prob(p: float, significant: bool) -> str:
-    return "n/a" if math.isnan(p) else f"{p:.2f}{'*' if significant else ''}"
-
-
-def _flagged_line(rows: list[AgentSummary]) -> list[str]:
-    flagged = [f"{sid} ({s.agent})" for s in rows for sid in s.flagged]
-    if not flagged:
-        return []
-    more = f" and {len(flagged) - MAX_LISTED} more" if len(flagged) > MAX_LISTED else ""
-    return [f"⚑ Flagged sessions: {', '.join(flagged[:MAX_LISTED])}{more}.", ""]
-
-
-def _verification_line(rows: list[AgentSummary]) -> list[str]:
-    counts = [f"{s.agent} {_count(s.failed_runs, 'failed final run')} of {s.final_runs} (scored as the untrained "
-              f"model), {_count(s.excluded_pairs, 'excluded pair')} (drift or failed baseline)"
-              for s in rows if s.failed_runs or s.excluded_pairs]
-    return [f"Verification: {'; '.join(counts)}.", ""] if counts else []
-
-
-def _resolution_lines(rows: list[AgentSummary]) -> list[str]:
-    res = rows[0].resolution
-    if res is None:
-        return ["Resolution: n/a. No agent has two verified sessions that changed train.py, so this leaderboard "
-                "cannot conclude anything about verified gains: no interval, no p-value, no agent told apart from the "
-                "baseline or from another (every rank interval spans them all); its verified numbers are point "
-                "estimates only. `arbench plan` says how many sessions and seeds would.", ""]
-    line = (f"Resolution: with {res.n_sessions} sessions per agent and {res.n_seeds} held-out seeds (session SD "
-            f"{_num(res.session_sd)}, seed term {_num(res.seed_sd)}, run noise {_num(res.run_sd)}), Holm over "
-            f"{res.tests} tests: a verified test gain over the baseline below {_num(res.vs_baseline)}")
-    if not math.isnan(res.between_agents):
-        line += f" and a difference between two agents below {_num(res.between_agents)}"
-    line += f" is found with probability under {POWER} (α = {ALPHA} family-wise; `arbench plan` sizes a run)."
-    return [line, "", _separation_line(rows, res), ""]
-
-
-def _separation_line(rows: list[AgentSummary], res: Resolution) -> str:
-    tested = [r for r in rows if r.rank is not None]
-    if res.separated == 0:
-        return ("These agents cannot be separated: no agent differs significantly from the baseline or from another "
-                "agent; with these sessions and seeds, smaller differences than those above go unseen.")
-    apart = sum(sig for r in tested for _, _, sig in r.beats) // 2
-    pairs = len(tested) * (len(tested) - 1) // 2
-    return f"{res.separated} of {res.tests} tests reject; {apart} of {pairs} pairs of agents are told apart."
-
-
-def _row(s: AgentSummary) -> str:
-    sessions = f"{s.n_sessions} (⚑ {len(s.flagged)})" if s.flagged else str(s.n_sessions)
-    rank = "n/a" if s.rank is None else (str(s.rank[0]) if s.rank[0] == s.rank[1] else f"{s.rank[0]}–{s.rank[1]}")
-    failed = "n/a" if not s.final_runs else f"{s.failure_rate:.0%} ({s.failed_runs}/{s.final_runs})"
-    null = "n/a" if s.null is None or math.isnan(float(s.null.mean)) else (
-        f"{_signed(float(s.null.mean))} [{_signed(float(s.null.q95))}]")
-    keeps = "n/a" if s.null is None or math.isnan(s.null.keeps) else f"{s.null.keeps:.1f}"
-    cells = [s.agent, rank, sessions, f"{s.mean_experiments:.1f}", f"{s.mean_keeps:.1f} ({keeps})",
-             _signed(s.claimed_gain), null, _interval(s.verified_val), _p(s.verified_val),
-             _interval(s.verified_test), _p(s.verified_test), failed, _signed(s.noise_mining), _signed(s.val_overfit)]
-    return "| " + " | ".join(cells) + " |"
-
-
-def _interval(g: Gain) -> str:
-    if g.note:
-        return f"{_signed(g.mean)} [n/a: {g.note}]" if g.n_sessions else f"n/a: {g.note}"
-    return f"{_signed(g.mean)} [{_signed(g.ci_low)}, {_signed(g.ci_high)}]"
-
-
-def _p(g: Gain) -> str:
-    """The Holm-adjusted p-value; the raw one where the agent is not in the family (the baseline itself)."""
-    p = g.p_value if math.isnan(g.p_adjusted) else g.p_adjusted
-    return "n/a" if math.isnan(p) else f"{p:.3g}"
-
-
-def _signed(x: float) -> str:
-    # round first so that -1e-17 prints as +0.0000, not -0.0000
-    return "n/a" if math.isnan(x) else f"{round(x, 4) + 0.0:+.4f}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _num(x: float, missing: str = "n/a") -> str:
-    return missing if math.isnan(x) else f"{x:.4f}"
-
-
-def leaderboard_markdown(tables: Tables, noise_agent: str = NOISE_AGENT) -> str:
-    """The published leaderboard: render_markdown with, per profile, loop quality (harness/loop_quality.py) and the
-    rliable-style summaries (harness/summaries.py) below the table; one loop noise (harness/null_model.py) for all."""
-    tables = with_columns(tables)
-    noise = null_model.loop_noise(tables, noise_agent)
-    rows = analyze(tables, noise_agent, noise=noise)
-    hashes = dict.fromkeys(r.profile_hash for r in rows)
-    extra = {h: loop_quality.markdown(tables, h, noise) + summaries.markdown(tables, h, noise) for h in hashes}
-    return render_markdown(rows, noise, extra)

@@ -25,6 +25,7 @@ from bench.launch import parse_summary
 from bench.profile import Profile, load_profile
 from harness.benchmark_docker import report as report_container_overhead
 from harness.benchmark_gateway import report as report_gateway_overhead
+from harness.benchmark_scheduling import report as report_scheduling_overhead
 from harness.data import DataMissing, require_prepared
 from harness.runtime.process import SITECUSTOMIZE_DIR
 from harness.workspace import task_files
@@ -97,7 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="cpu-tiny")
     parser.add_argument("--runs", type=int, default=3, help="experiments to time (default 3)")
     parser.add_argument("--analysis", action="store_true", help="only the analysis cost (no training)")
+    parser.add_argument("--store", action="store_true", help="only `arbench check` and the resume scan on a "
+                                                             "generated store of 10,000 sessions (no training)")
     args = parser.parse_args(argv)
+    if args.store:
+        report_store_cost()
+        return
     if args.analysis:
         report_analysis_cost()
         return
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(untrained {untrained.summary['val_bpb']:.4f})")
     report_container_overhead()
     report_gateway_overhead()
+    report_scheduling_overhead()
     report_verification_cost(profile, data)
     report_trusted_scoring_cost(profile, data)
     report_analysis_cost()
@@ -193,7 +200,8 @@ def report_analysis_cost(n_sessions: int = 10_000, n_seeds: int = 5, n_agents: i
     import pandas as pd
 
     from harness import loop_quality, model, null_model, summaries
-    from harness.analyze import SPLITS, Tables, analyze, model_data, render_markdown, scored_pairs
+    from harness.analyze import SPLITS, Tables, analyze, model_data, scored_pairs
+    from leaderboards.markdown import render_markdown
 
     rng = np.random.default_rng(0)
     sid = np.array([f"s{i}" for i in range(n_sessions)])
@@ -238,6 +246,90 @@ def report_analysis_cost(n_sessions: int = 10_000, n_seeds: int = 5, n_agents: i
           f"loop quality {quality_s:.2f}s; summaries ({summaries.REPS} stratified bootstrap replicates) "
           f"{bootstrap_s:.2f}s")
 
+
+
+# ---------------------------------------------------------------------------
+# The store at scale: `arbench check` and the resume scan on a generated run
+# ---------------------------------------------------------------------------
+
+STORE_AGENTS = ("noop", "random", "greedy", "agent3", "agent4")
+
+
+def write_store(run_dir: Path, n_sessions: int, seeds: tuple[int, ...] = (1000, 1001, 1002), n_rows: int = 5,
+                distinct_finals: int = 10) -> list[str]:
+    """A finished run of n_sessions synthetic sessions (no training), written directly: run.json, complete session
+    folders, a verification cache of `distinct_finals` final train.py files × seeds (sessions share them, as
+    sessions with identical finals do) and tables/; returns the session ids."""
+    import json
+
+    from harness.store import build_tables
+    from harness.workspace import sha256_bytes
+
+    profile = load_profile("cpu-tiny")
+    repeats = -(-n_sessions // len(STORE_AGENTS))
+    ids = [f"{agent}-r{r}" for agent in STORE_AGENTS for r in range(repeats)][:n_sessions]
+    baseline = task_files(profile)["train.py"].encode()
+    finals = [baseline + f"\n# edit {n}\n".encode() for n in range(distinct_finals)]
+    hashes = [sha256_bytes(f)[:16] for f in [baseline, *finals]]
+
+    def put(path: Path, data) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+
+    put(run_dir / "run.json", {"run_id": "store", "config": {
+        "agents": [{"name": a, "kind": a, "params": {}} for a in STORE_AGENTS], "repeats": repeats,
+        "budget": {"seconds": 60.0, "experiments": n_rows}, "verify_seeds": list(seeds), "parallel": 1, "gpus": [],
+        "profile": {"name": profile.name, "hash": profile.hash, "task": profile.task}}})
+    for n, final in enumerate(finals):
+        for seed in seeds:
+            folder = run_dir / "cache" / profile.hash / "pairs" / f"{hashes[0]}-{hashes[n + 1]}" / f"seed-{seed}"
+            runs = {role: {"role": role, "train_py_hash": h, "seed": seed, "status": "ok"}
+                    for role, h in (("baseline", hashes[0]), ("final", hashes[n + 1]))}
+            put(folder / "pair.json", {"baseline_hash": hashes[0], "final_hash": hashes[n + 1], "seed": seed,
+                                       "status": "ok", "attempts": [{"order": list(runs), "runs": runs, "drift": []}]})
+            for role, source in (("baseline", baseline), ("final", final)):
+                (folder / "attempt-1" / role).mkdir(parents=True)
+                (folder / "attempt-1" / role / "train.py").write_bytes(source)
+                (folder / "attempt-1" / role / "profile.toml").write_text(profile.to_toml())
+    for i, sid in enumerate(ids):
+        folder = run_dir / "sessions" / sid
+        agent = sid.rsplit("-r", 1)[0]
+        put(folder / "session.json", {"session_id": sid, "run_id": "store", "agent": agent, "status": "done",
+                                      "stage": "done", "message": "", "started_at": 0.0, "ended_at": 60.0,
+                                      "wall_seconds": 60.0, "n_experiments": n_rows, "budget_seconds": 60.0,
+                                      "profile_hash": profile.hash, "dollars": 0.0})
+        put(folder / "manifest.json", {"agent": {"kind": agent}, "host": "node0", "profile_hash": profile.hash})
+        put(folder / "experiments.json", [{"idx": k, "commit": f"{i:07x}{k}", "claimed_val_bpb": 2.0 - 0.01 * k,
+                                           "status": "keep"} for k in range(n_rows)])
+        put(folder / "findings.json", [])
+        final_hash = hashes[1 + i % distinct_finals]
+        put(folder / "verification.json", {"runs": [
+            {"role": role, "train_py_hash": h, "seed": seed, "split": split, "bpb": 2.0, "status": "ok",
+             "pair_status": "ok"}
+            for role, h in (("baseline", hashes[0]), ("final", final_hash)) for seed in seeds
+            for split in ("val", "test")]})
+    build_tables(run_dir)
+    return ids
+
+
+def report_store_cost(n_sessions: int = 10_000) -> None:
+    """`arbench check` (harness/check.py) and the resume scan (harness/lease.py scan_sessions) on a generated
+    store of n_sessions finished sessions: seconds."""
+    from harness.check import check_store
+    from harness.lease import scan_sessions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        start = time.perf_counter()
+        ids = write_store(run_dir, n_sessions)
+        written = time.perf_counter()
+        problems = check_store(run_dir)
+        checked = time.perf_counter()
+        states = scan_sessions(run_dir, ids)
+        scanned = time.perf_counter()
+    print(f"store of {n_sessions:,} sessions (written in {written - start:.1f}s): arbench check "
+          f"{checked - written:.2f}s ({len(problems)} problems), resume scan {scanned - checked:.2f}s "
+          f"({sum(s == 'done' for s in states.values()):,} done)")
 
 if __name__ == "__main__":
     main()

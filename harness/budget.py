@@ -6,7 +6,8 @@
   dollars, tokens  the LLM gateway meters every request and refuses those past the cap (Usage.stopped);
                    BudgetWatch, polling its usage, stops the session
 An upstream outage that outlasted the gateway's limit (Usage.infra_error) stops the session too, as an
-infrastructure failure: not charged to the agent, redone on resume. A session ends with one EndReason.
+infrastructure failure: not charged to the agent, redone on resume. A disk the agent's own files filled ends it as
+disk_full, the agent's failure (harness/session.py). A session ends with one EndReason.
 Not covered: the status a session gets from its end (harness/session.py), how the caps are set (harness/config.py
 Budget).
 """
@@ -26,7 +27,7 @@ from harness.gateway.usage import Usage
 from harness.ledger import LedgerService
 from harness.runtime.base import Sandbox
 
-EndReason = Literal["time", "experiments", "dollars", "tokens", "agent_exit", "infra_error"]
+EndReason = Literal["time", "experiments", "dollars", "tokens", "agent_exit", "disk_full", "infra_error"]
 POLL_S = 0.25        # how often the gateway's usage is read while an agent runs (a refused run wakes it at once)
 
 

@@ -69,13 +69,17 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
         keys: Annotated[Optional[Path], typer.Option(help="provider keys for the LLM gateway, NAME=value lines "
                                                     "(default: ANTHROPIC_API_KEY / OPENAI_API_KEY of this environment)")] = None,
         scripted: Annotated[Optional[Path], typer.Option(help="a dry run: the scripted model server plays this "
-                                                        "script in place of the providers")] = None):
+                                                        "script in place of the providers")] = None,
+        executor: Annotated[Optional[str], typer.Option(help="local | slurm: where sessions run (default: the "
+                                                        "config's executor)")] = None,
+        no_wait: Annotated[bool, typer.Option("--no-wait", help="Slurm: submit the jobs and exit; `arbench run` "
+                                              "again waits for them, verifies and publishes")] = False):
     """Run every session of CONFIG, verify them on held-out seeds, write tables and leaderboard.md.
-    Re-running resumes: finished sessions are kept, interrupted ones are redone."""
+    Re-running resumes: finished sessions are kept, running ones waited for, interrupted ones redone."""
     from contextlib import ExitStack
     from dataclasses import replace
 
-    from harness.config import load_config, parse_gpus
+    from harness.config import ConfigError, load_config, parse_executor, parse_gpus
     from harness.gateway.scripted import ScriptedServer
     from harness.run import run_benchmark
     try:
@@ -86,6 +90,10 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
             cfg = replace(cfg, parallel=parallel)
         if gpus is not None:
             cfg = replace(cfg, gpus=parse_gpus(gpus))
+        if executor is not None:
+            cfg = replace(cfg, executor=parse_executor(executor))
+        if no_wait and cfg.executor != "slurm":
+            raise ConfigError("--no-wait needs the slurm executor: local sessions run inside `arbench run`")
         run_dir = out or Path("runs") / cfg.run_id
         with ExitStack() as stack:
             upstreams = None
@@ -94,9 +102,11 @@ def run(config: Annotated[Path, typer.Argument(help="run config TOML (see harnes
                 run_dir.mkdir(parents=True, exist_ok=True)
                 server = stack.enter_context(ScriptedServer.start(scripted, log=run_dir / "scripted.log"))
                 upstreams = {"anthropic": server.url, "openai": server.url}
-            result = run_benchmark(cfg, run_dir, runtime, console, upstreams, keys)
+            result = run_benchmark(cfg, run_dir, runtime, console, upstreams, keys, wait=not no_wait)
     except _user_errors() as e:
         _fail(str(e))
+    if result is None:   # --no-wait: jobs still queued or running
+        return
     print(result.leaderboard)
     console.print(f"results in {result.run_dir}/ (leaderboard.md, tables/*.parquet)")
 
@@ -167,33 +177,42 @@ def analyze(run_dir: RunDir):
 
 
 @app.command()
-def leaderboard(run_dir: RunDir,
-                out: Annotated[Optional[Path], typer.Option(help="also copy leaderboard.md here")] = None):
-    """Write leaderboard.md (and the parquet tables) for a run directory."""
-    from harness.run import publish
-    _require_run_dir(run_dir)
-    markdown = publish(run_dir)
-    if out:
-        out.write_text(markdown)
-    print(markdown)
-    console.print(f"wrote {run_dir / 'leaderboard.md'}")
+def leaderboard(run_dirs: Annotated[list[Path], typer.Argument(help="run directories written by `arbench run`; "
+                                                                "runs of one profile are pooled into one board")],
+                out: Annotated[Optional[Path], typer.Option(help="the site's folder (default: <first run>/site)")]
+                = None):
+    """Render the static site of one or more runs (index.html, a page per session, figures, leaderboard.md, the
+    tables as parquet and CSV) and print the path of its front page."""
+    from leaderboards.site import build_site
+    for run_dir in run_dirs:
+        _require_run_dir(run_dir)
+    print(build_site(run_dirs, out or run_dirs[0] / "site"))
 
 
 @app.command()
-def status(run_dir: RunDir):
-    """Show each session's state: finished, running or interrupted, and what is verified."""
-    from rich.table import Table
-
-    from harness.store import read_json, session_dirs
+def status(run_dir: RunDir,
+           once: Annotated[bool, typer.Option("--once", help="print once and exit (for scripts)")] = False):
+    """Show the run's progress, refreshing until Ctrl-C (once when the output is not a terminal): sessions done,
+    running and queued, each running session's experiments, best val_bpb and spend so far, an estimate of the time
+    left, and every session's state."""
+    from harness.status import show
     _require_run_dir(run_dir)
-    table = Table("session", "status", "ended by", "stage", "experiments", "$", "resumes", "verified", "message")
-    for folder in session_dirs(run_dir):
-        s = read_json(folder / "session.json")
-        verified = "yes" if (folder / "verification.json").exists() else "no"
-        spent = s.get("dollars") or read_json(folder / "usage.json", {}).get("dollars") or 0  # live while it runs
-        table.add_row(s["session_id"], s["status"], s.get("end_reason") or "", s["stage"], str(s["n_experiments"]),
-                      f"{spent:.2f}", str(s.get("resumes", 0)), verified, s["message"][:60])
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    show(run_dir, Console(width=None if sys.stdout.isatty() else 200), once)
+
+
+@app.command()
+def check(run_dir: RunDir):
+    """Check the store's consistency: complete session folders (or explicitly unfinished ones), tables equal to what
+    the folders rebuild, no orphan or duplicate rows, leases, the verification cache. Prints one line per problem;
+    exits 0 when consistent, 1 when not, 2 on bad input."""
+    from harness.check import check_store
+    _require_run_dir(run_dir)
+    problems = check_store(run_dir)
+    for problem in problems:
+        print(problem)
+    console.print(f"{len(problems)} problem{'s' * (len(problems) != 1)} in {run_dir}" if problems
+                  else f"{run_dir}: consistent")
+    raise typer.Exit(1 if problems else 0)
 
 
 @app.command()

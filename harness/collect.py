@@ -119,6 +119,7 @@ class ExperimentRecord:
     seed: int | None
     run_dirty: bool | None       # the matched run trained a train.py that differed from the commit
     extra_columns: str = "{}"    # the row's columns beyond the original five, as a JSON object
+    started_at: float | None = None   # when the matched run started (host clock): places it in the session's time
 
 
 def collect(workspace: Path, ledger_dir: Path | None) -> list[ExperimentRecord]:
@@ -180,4 +181,5 @@ def _record(idx: int, row: ResultRow, commit: Commit | None, train_hash: str | N
         seed=run.seed if run else None,
         run_dirty=run.dirty if run else None,
         extra_columns=json.dumps(row.extra, sort_keys=True),
+        started_at=run.started_at if run else None,
     )

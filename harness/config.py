@@ -7,6 +7,15 @@
     runtime = "auto"              # auto | docker | process
     parallel = 1                  # sessions run at once on this host (CPU)
     gpus = [0, 1]                 # GPU indices to use: one session per GPU at a time (overrides parallel)
+    executor = "local"            # local (this host's slots) | slurm (one job per session, harness/executors/)
+    max_resubmits = 2             # a job lost to the infrastructure is redone at most this often per `arbench run`
+
+    [slurm]                       # executor = "slurm" only
+    partition = "gpu"             # default: the cluster's
+    account = "lab"               # default: none
+    time_limit = 90               # minutes per job (default: the session's budget + SLURM_MARGIN_MIN)
+    gpus_per_job = 1              # --gres=gpu:N, for profiles that need a GPU
+    cpus_per_job = 8              # --cpus-per-task (default: the cluster's)
 
     [budget]                      # per session; the harness stops an agent at whichever comes first
     seconds = 600                 # wall clock
@@ -20,6 +29,9 @@
 
     [verify]
     splits = ["val", "test"]
+
+    [calibration]                 # per-node calibration (harness/calibration.py)
+    runs = 2                      # baseline trainings each node runs before its first session (0 = none)
 
 Named rows, instead of the list: a table per row, its kind and its adapter's parameters (agents/), so that two
 models under one CLI are two rows. A model must be priced in the gateway's table (harness/gateway/prices.toml).
@@ -56,6 +68,15 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    account: str | None = None
+    time_limit: int | None = None   # minutes per job; None: the session's budget + SLURM_MARGIN_MIN
+    gpus_per_job: int = 1
+    cpus_per_job: int | None = None   # --cpus-per-task; None: the cluster's default
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run_id: str
     profile: Profile
@@ -69,6 +90,10 @@ class RunConfig:
     parallel: int = 1
     gpus: tuple[int, ...] = ()
     source: str | None = None
+    executor: str = "local"         # where sessions run (harness/executors/); not part of the run's fingerprint
+    max_resubmits: int = 2
+    slurm: SlurmSettings = SlurmSettings()
+    calibration_runs: int = 2       # baseline trainings per node before its first session (harness/calibration.py)
 
     def session_seeds(self) -> list[int]:
         return [self.session_seed + r for r in range(self.repeats)]
@@ -89,11 +114,15 @@ class RunConfig:
 
 
 KNOWN_KEYS = {"run_id", "profile", "agents", "repeats", "runtime", "parallel", "gpus", "source", "budget", "seeds",
-              "verify"}
+              "verify", "executor", "max_resubmits", "slurm", "calibration"}
 TABLE_KEYS = {"budget": {"seconds", "experiments", "dollars", "tokens"}, "seeds": {"session", "verify"},
-              "verify": {"splits"}}   # [agents.NAME] tables: "kind" and the adapter's parameters (agents.get_agent)
+              "verify": {"splits"}, "slurm": {"partition", "account", "time_limit", "gpus_per_job",
+                                                                          "cpus_per_job"},
+              "calibration": {"runs"}}   # [agents.NAME] tables: "kind" and the adapter's parameters (agents.get_agent)
 SPLITS = ("val", "test")
+EXECUTORS = ("local", "slurm")
 DEFAULT_VERIFY_SEEDS = (1000, 1001, 1002, 1003, 1004)   # fewer only with a warning: see RunConfig.warnings
+CALIBRATION_SEED = 9000   # calibration run i trains with seed 9000 + i: never a session or held-out seed
 
 
 def load_config(path: Path) -> RunConfig:
@@ -135,6 +164,10 @@ def parse_config(raw: dict, where: str = "config") -> RunConfig:
         parallel=int(_positive(raw.get("parallel", 1), "parallel", where)),
         gpus=parse_gpus(raw.get("gpus", []), where),
         source=raw.get("source"),
+        executor=parse_executor(raw.get("executor", "local"), where),
+        max_resubmits=_count(raw.get("max_resubmits", 2), "max_resubmits", where),
+        slurm=_slurm(raw.get("slurm", {}), where),
+        calibration_runs=_count(raw.get("calibration", {}).get("runs", 2), "calibration.runs", where),
     )
     _check_seeds_and_splits(config, where)
     return config
@@ -196,6 +229,11 @@ def _check_seeds_and_splits(config: RunConfig, where: str) -> None:
     if overlap:
         raise ConfigError(f"{where}: held-out seeds {sorted(overlap)} are also session seeds; "
                           "verification seeds must be fresh")
+    calibration = set(range(CALIBRATION_SEED, CALIBRATION_SEED + config.calibration_runs))
+    taken = calibration & (set(config.verify_seeds) | set(config.session_seeds()))
+    if taken:
+        raise ConfigError(f"{where}: seeds {sorted(taken)} are the per-node calibration's "
+                          f"({CALIBRATION_SEED} + run); choose other session or held-out seeds")
     bad = [s for s in config.verify_splits if s not in SPLITS]
     if bad:
         raise ConfigError(f"{where}: unknown split(s) {bad}; known: {', '.join(SPLITS)}")
@@ -211,6 +249,27 @@ def parse_gpus(value, where: str = "--gpus") -> tuple[int, ...]:
     if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise ConfigError(f"{where}: gpus must be distinct non-negative indices, got {value!r}")
     return gpus
+
+
+def parse_executor(value, where: str = "--executor") -> str:
+    if value not in EXECUTORS:
+        raise ConfigError(f"{where}: executor must be one of {', '.join(EXECUTORS)}, got {value!r}")
+    return value
+
+
+def _slurm(raw: dict, where: str) -> SlurmSettings:
+    time_limit, cpus = raw.get("time_limit"), raw.get("cpus_per_job")
+    return SlurmSettings(partition=raw.get("partition"), account=raw.get("account"),
+                         time_limit=None if time_limit is None else int(_positive(time_limit, "slurm.time_limit",
+                                                                                  where)),
+                         gpus_per_job=int(_positive(raw.get("gpus_per_job", 1), "slurm.gpus_per_job", where)),
+                         cpus_per_job=None if cpus is None else int(_positive(cpus, "slurm.cpus_per_job", where)))
+
+
+def _count(value, name: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}: {name} must be a whole number >= 0, got {value!r}")
+    return value
 
 
 def _positive(value, name: str, where: str) -> float:

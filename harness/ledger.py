@@ -66,6 +66,7 @@ class LedgerService:
     def __init__(self, workspace: Path, records_dir: Path, max_runs: int = 0):
         self.workspace, self.records_dir, self.max_runs = workspace, records_dir, max_runs
         self.over_cap = threading.Event()
+        self.unwritable: str | None = None                   # why a record could not be written (a full disk)
         self._admitted = 0                                   # real runs let through
         # a short path of its own: a socket path has at most 107 bytes, a session folder can be deeper
         self.socket_dir = Path(tempfile.mkdtemp(prefix="arbench-ledger-"))
@@ -137,20 +138,33 @@ class LedgerService:
             record = LedgerRecord(pid=pid, cmdline=_cmdline(pid), forged=reason is not None, forged_reason=reason,
                                   observed_only=False, refused=refused, started_at=started_at,
                                   **workspace_state(self.workspace))
-            write_json(path, record.to_dict())
+            refusal = f"the session's experiment cap ({self.max_runs} runs) is reached" if refused else None
+            if not self._write(path, record) and not refused:   # a run the ledger cannot record never trains
+                refusal = f"the run ledger cannot record this run: {self.unwritable}"
+                with self._lock:
+                    self._admitted -= reason is None
             if refused:
                 self.over_cap.set()
             try:
-                conn.sendall(refusal_answer(f"the session's experiment cap ({self.max_runs} runs) is reached")
-                             if refused else LEDGER_ACK)
+                conn.sendall(refusal_answer(refusal) if refusal else LEDGER_ACK)
             except OSError:   # a client that does not wait for the answer: its record stands all the same
                 pass
             for message in _messages(conn, self._stopping):
                 record = replace(record, client=record.client.take(message))
-                write_json(path, record.to_dict())
+                self._write(path, record)
             record = replace(record, socket_closed_at=time.time())
             record = replace(record, ended_at=self._wait_gone(pid, ticks))
+            self._write(path, record)
+
+    def _write(self, path: Path, record: LedgerRecord) -> bool:
+        """Write a record; on a failure (the session's disk is full: the agent's files fill the folder the records
+        share) keep serving, and say why in `unwritable`, for the session's outcome."""
+        try:
             write_json(path, record.to_dict())
+            return True
+        except OSError as e:
+            self.unwritable = f"{path.name}: {e.strerror or e}"
+            return False
 
     def _wait_gone(self, pid: int, ticks: str | None) -> float | None:
         """Host time at which the process was seen gone; None when it outlived the service."""
@@ -178,7 +192,7 @@ class LedgerService:
         for (pid, ticks), seen_at in self._seen.items():
             if (pid, ticks) not in self._runs:
                 record = LedgerRecord(pid=pid, forged=False, forged_reason=None, observed_only=True, started_at=seen_at)
-                write_json(self.records_dir / f"unrecorded-{int(seen_at * 1000)}-{pid}.json", record.to_dict())
+                self._write(self.records_dir / f"unrecorded-{int(seen_at * 1000)}-{pid}.json", record)
 
 
 def _messages(conn: socket.socket, stopping: threading.Event):

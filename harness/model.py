@@ -25,6 +25,14 @@ b, c and ε in exactly the mix this contrast sees), σ̂_e² the residual of the
 (least squares, missing cells allowed), κ_a the share of ε that s_a² double counts. A small O(1/S) correction for the
 seed term inside s_a² (sessions that keep nothing part of the time) is left out, which errs on the wide side.
 
+Node: a pair's two runs train back to back on one slot, so a node's speed cancels in d to first order; what remains
+is a difference that depends on the node (a final whose gain grows with throughput), which an agent whose pairs
+happened to land on a fast node would be credited with. Where the changed units' pairs ran on two nodes or more
+and agents, seeds and nodes identify additive node effects on d (node_adjusted: least squares jointly with seed effects
+and each unit's effect, or each agent's where nodes do not vary within units; centred over nodes, i.e. gains on the
+average node), they are subtracted before the fit; otherwise d
+is left alone. The estimated effects' own error is not propagated (calibration: tests/harness/test_calibration.py).
+
 Inference: Satterthwaite's t on that combination rejects a true null up to 7% at 3 seeds, because the seed term comes
 from K − 1 = 2 df and is underestimated exactly when the test is too bold. Intervals and p-values therefore come
 from generalized pivotal quantities (Weerahandi 1993; Krishnamoorthy & Mathew 2009): each mean square is replaced by
@@ -107,6 +115,40 @@ def fit(d: np.ndarray, changed: np.ndarray, agent: np.ndarray, weight: np.ndarra
         by_seed = _by_agent(w[:, None] * d0, onehot) / _by_agent(w[:, None] * obs, onehot)
     sigma_e2, df_e = _residual(d, obs & z[..., None], onehot)
     return Fit(sessions, mean, session_var, changed_share, kappa, lam, by_seed, sigma_e2, df_e)
+
+
+def node_adjusted(d: np.ndarray, changed: np.ndarray, agent: np.ndarray, node: np.ndarray) -> np.ndarray:
+    """d (U, K) less additive node effects on the changed units' cells, where the data identify them (see the module
+    docstring); node (U, K): each cell's node code, −1 unknown (then, or below two nodes, d comes back as it is)."""
+    cells = ~np.isnan(d) & np.asarray(changed, dtype=bool)[:, None]
+    unit, seed = np.nonzero(cells)
+    codes = node[cells]
+    nodes = np.unique(codes)
+    if nodes.size < 2 or nodes[0] < 0:
+        return d
+    # seed and node effects (all levels but the first) jointly with each unit's own effect when nodes vary within
+    # units (its session's gain then stays out of the node effects), else each agent's; the unit or agent effects are
+    # taken out by centring within them (Frisch–Waugh), so the design stays seeds + nodes wide at any size
+    covariates = np.hstack([(f[:, None] == np.unique(f)[None, 1:]).astype(float) for f in (seed, codes)])
+    for group in (unit, np.asarray(agent)[unit]):
+        levels, index = np.unique(group, return_inverse=True)
+        x, y = _centred(covariates, index, levels.size), _centred(d[cells][:, None], index, levels.size)
+        if x.shape[0] > x.shape[1] + levels.size and np.linalg.matrix_rank(x) == x.shape[1]:
+            break
+    else:
+        return d
+    coef = np.linalg.lstsq(x, y[:, 0], rcond=None)[0]
+    effect = np.concatenate([[0.0], coef[-(nodes.size - 1):]])
+    out = d.copy()
+    out[cells] -= (effect - effect.mean())[np.searchsorted(nodes, codes)]
+    return out
+
+
+def _centred(x: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each column of x less its mean within each group (rows of group index 0..n_groups − 1)."""
+    sums = np.zeros((n_groups, x.shape[1]))
+    np.add.at(sums, group, x)
+    return x - (sums / np.bincount(group, minlength=n_groups)[:, None])[group]
 
 
 def _residual(d: np.ndarray, cells: np.ndarray, onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +135,12 @@ def sessions_needed(sigma: float, effect: float, seeds: int, agents: int, contra
     def design(s: int) -> Design:
         return Design(s, seeds, session_sd, sigma if contrast_agents == 1 else 0.0, sigma, contrast_agents,
                       agents * (s - 1) * (seeds - 1), family_size(agents))
+    return fewest_sessions(design, effect)
+
+
+def fewest_sessions(design: Callable[[int], Design], effect: float) -> int | None:
+    """Fewest sessions per agent s at which design(s) finds `effect` with probability POWER (None beyond
+    MAX_SESSIONS)."""
     if power(design(MAX_SESSIONS), effect) < POWER:
         return None
     high = 2

@@ -2,7 +2,7 @@
 
 A slot is one GPU index (a session or verification run gets exactly that GPU) or None (a CPU share).
 Every job is independent and writes its own results, so the order does not matter and a failed job
-never stops the others. Slurm (one job per session) plugs in here later.
+never stops the others. The local executor (harness/executors/local.py) runs a run's jobs on a SlotPool.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import queue
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from functools import partial
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -40,27 +41,43 @@ def host_slots(gpus: Sequence[int], parallel: int) -> list[Slot]:
     return gpus if gpus else [None] * max(1, parallel)
 
 
+class SlotPool:
+    """Threads that each run a job on a slot no other running job holds (one per slot)."""
+
+    def __init__(self, slots: Sequence[Slot]):
+        self._free: queue.Queue[Slot] = queue.Queue()
+        for slot in slots:
+            self._free.put(slot)
+        self._threads = ThreadPoolExecutor(max_workers=len(slots))
+
+    def submit(self, work: Callable[[Slot], R]) -> Future[R]:
+        return self._threads.submit(self._on_a_free_slot, work)
+
+    def _on_a_free_slot(self, work: Callable[[Slot], R]) -> R:
+        slot = self._free.get()
+        try:
+            return work(slot)
+        finally:
+            self._free.put(slot)
+
+    def shutdown(self) -> None:
+        """Drop the jobs not started; wait for the running ones."""
+        self._threads.shutdown(cancel_futures=True)
+
+
 def run_pool(jobs: Iterable[T], work: Callable[[T, Slot], R], slots: Sequence[Slot],
              on_done: Callable[[T, R], None] | None = None) -> list[R]:
     """Run work(job, slot) for every job, each on a slot no other running job holds; results in job order."""
     jobs = list(jobs)
-    free: queue.Queue[Slot] = queue.Queue()
-    for slot in slots:
-        free.put(slot)
-
-    def on_a_free_slot(job: T) -> R:
-        slot = free.get()
-        try:
-            return work(job, slot)
-        finally:
-            free.put(slot)
-
+    pool = SlotPool(slots)
     results: dict[int, R] = {}
-    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        futures = {pool.submit(on_a_free_slot, job): i for i, job in enumerate(jobs)}
+    try:
+        futures = {pool.submit(partial(work, job)): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
             if on_done:
                 on_done(jobs[i], results[i])
+    finally:
+        pool.shutdown()
     return [results[i] for i in range(len(jobs))]

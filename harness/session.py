@@ -2,8 +2,9 @@
 
 Stages write to the session folder (layout in harness/store.py) as they finish, so a kill at any
 point leaves every finished stage on disk. A finished session (done, or the agent's own error) is never
-run again; one found unfinished, or ended by an infrastructure failure, is set aside (renamed, not
-deleted) and run afresh. A session whose sandbox failed still has its results.tsv rows collected.
+run again; one found unfinished, or ended by an infrastructure failure, is set aside (moved to
+<id>.interrupted-<n>, never deleted) and run afresh. A session whose sandbox failed still has its results.tsv rows
+collected.
 
 The harness enforces the budgets (harness/budget.py): the sandbox's timeout, the run ledger's experiment cap, the
 LLM gateway's dollar and token caps (an agent that uses the gateway gets a gateway session of its own: a token, the
@@ -13,7 +14,10 @@ ended (end_reason) and the gateway's usage totals.
 
 from __future__ import annotations
 
+import errno
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +34,7 @@ from harness.data import DATA_TARGET, DataPaths
 from harness.gateway.client import Gateway, SessionGrant
 from harness.gateway.usage import GatewayBudget, Usage
 from harness.integrity import check_integrity
+from harness.lease import LEASE_FILE
 from harness.ledger import LedgerService
 from harness.provenance import project_revision
 from harness.runtime.base import ExecResult, GatewayAddress, Mount, Runtime, Sandbox, SandboxSpec
@@ -40,6 +45,9 @@ from harness.workspace import git, make_workspace, sha256_bytes
 SessionStatus = Literal["running", "done", "agent_error", "infra_error"]
 FINAL_STATUSES = ("done", "agent_error")   # infra_error is redone on resume
 LEDGER_TARGET = "/ledger"               # the run ledger's socket folder, read-only; its records are never mounted
+RESERVE = ".reserve"                  # ballast written at the start, deleted on a failure: on a full disk it frees the
+RESERVE_BYTES = 4 << 20                 # room to record how the session ended
+AGENT_SHARE_OF_FULL_DISK = 0.5          # a full disk is the agent's failure when its files hold this much of it
 MAX_RESUMES = 50                        # continues of an agent that keeps stopping early, per session
 MIN_RESUME_S = 10.0                     # less budget left than this: not worth another start
 USAGE_FIELDS = ("requests", "retries", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -95,6 +103,7 @@ class SessionRecord:
     cache_write_tokens: int = 0
     dollars: float = 0.0
     resumes: int = 0                      # times the harness continued an agent that stopped before its budget
+    infra_retries: int = 0                # earlier attempts lost to the infrastructure (set aside as .interrupted-<n>)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -106,30 +115,62 @@ def run_session(spec: SessionSpec, run_dir: Path, runtime: Runtime, data: DataPa
     previous = read_json(folder / "session.json")
     if previous and previous["status"] in FINAL_STATUSES:
         return SessionRecord(**previous)
-    if folder.exists():
-        _set_aside(folder)
-    folder.mkdir(parents=True)
-    record = SessionRecord(
-        session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent.name, repeat=spec.repeat, seed=spec.seed,
-        profile=spec.profile.name, profile_hash=spec.profile.hash, source=spec.source, runtime=runtime.name,
-        budget_seconds=spec.budget.seconds, budget_experiments=spec.budget.experiments,
-        budget_dollars=spec.budget.dollars, budget_tokens=spec.budget.tokens,
-        status="running", stage="workspace", message="", started_at=time.time(), gpu=gpu)
+    set_aside(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESERVE).write_bytes(bytes(RESERVE_BYTES))
+    record = new_record(spec, runtime.name, folder, gpu)
     write_json(folder / "session.json", record)
     try:
         record = _run_stages(spec, folder, runtime, data, record, gpu, gateway)
     except Exception as e:  # recorded, never raised through: the other sessions go on
         record = SessionRecord(**read_json(folder / "session.json"))   # as far as the stages got
-        record = replace(record, status="infra_error", end_reason="infra_error", **_usage_totals(folder),
-                         message=f"{record.stage}: {type(e).__name__}: {e}")
+        (folder / RESERVE).unlink(missing_ok=True)   # on a full disk: room for the records below
+        record = replace(record, **_usage_totals(folder), **_failure(folder, record.stage, e))
         if record.stage == "agent":  # the sandbox broke: what the agent wrote so far is still collected
             try:
                 record = replace(record, n_experiments=_collect(folder))
             except Exception as again:
                 record = replace(record, message=f"{record.message}; collect: {type(again).__name__}: {again}")
+    (folder / RESERVE).unlink(missing_ok=True)
     record = replace(record, ended_at=time.time(), wall_seconds=time.time() - record.started_at)
     write_json(folder / "session.json", record)
     return record
+
+
+def _failure(folder: Path, stage: str, error: Exception) -> dict:
+    """Status, end reason and message of a session its stages could not finish: the infrastructure's failure,
+    unless the disk is full and the agent's own files fill most of it (then the agent's: it wrote them)."""
+    message = f"{stage}: {type(error).__name__}: {error}"
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        written = sum(_bytes_under(folder / name) for name in ("workspace", "home"))
+        usage = shutil.disk_usage(folder)
+        if written >= AGENT_SHARE_OF_FULL_DISK * usage.used:
+            return {"status": "agent_error", "end_reason": "disk_full",
+                    "message": f"disk full: the agent's files ({written / 2**20:.0f} MiB in its workspace and home) "
+                               f"filled the disk of its session folder ({usage.total / 2**20:.0f} MiB); {message}"}
+    return {"status": "infra_error", "end_reason": "infra_error", "message": message}
+
+
+def _bytes_under(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def new_record(spec: SessionSpec, runtime: str, folder: Path, gpu: int | None) -> SessionRecord:
+    """The record of a session starting now in folder (its earlier attempts set aside beside it)."""
+    return SessionRecord(
+        session_id=spec.session_id, run_id=spec.run_id, agent=spec.agent.name, repeat=spec.repeat, seed=spec.seed,
+        profile=spec.profile.name, profile_hash=spec.profile.hash, source=spec.source, runtime=runtime,
+        budget_seconds=spec.budget.seconds, budget_experiments=spec.budget.experiments,
+        budget_dollars=spec.budget.dollars, budget_tokens=spec.budget.tokens,
+        status="running", stage="workspace", message="", started_at=time.time(), gpu=gpu,
+        infra_retries=len(_set_aside_attempts(folder)))
 
 
 def _run_stages(spec, folder, runtime, data, record, gpu, gateway) -> SessionRecord:
@@ -268,8 +309,16 @@ def _agent_outcome(result: ExecResult, watched: Stop | None, after: Stop | None,
     return "agent_error", "agent_exit", f"agent exited with code {result.exit_code}: {' '.join(tail)[:300]}"
 
 
-def _set_aside(folder: Path) -> None:
-    n = 1
-    while folder.with_name(f"{folder.name}.interrupted-{n}").exists():
-        n += 1
-    folder.rename(folder.with_name(f"{folder.name}.interrupted-{n}"))
+def set_aside(folder: Path) -> None:
+    """Move what an unfinished attempt left into <id>.interrupted-<n>; the lease of the job redoing it stays."""
+    left = [p for p in folder.iterdir() if p.name != LEASE_FILE] if folder.exists() else []
+    if not left:
+        return
+    aside = folder.with_name(f"{folder.name}.interrupted-{len(_set_aside_attempts(folder)) + 1}")
+    aside.mkdir()
+    for path in left:
+        path.rename(aside / path.name)
+
+
+def _set_aside_attempts(folder: Path) -> list[Path]:
+    return list(folder.parent.glob(f"{folder.name}.interrupted-*"))

@@ -51,10 +51,11 @@ from bench.launch import EVAL_ALLOWANCE_S, STARTUP_ALLOWANCE_S
 from bench.profile import Profile
 from harness.data import DATA_TARGET, TEST_TARGET, DataPaths
 from harness.integrity import Finding, FindingKind
+from harness.lease import LEASE_FILE
 from harness.runtime.base import Mount, Runtime, RuntimeError_, SandboxSpec
 from harness.stats import paired_t
 from harness.store import read_json, write_json
-from harness.workspace import file_at, sha256_bytes
+from harness.workspace import file_at, sha256_bytes, task_files
 
 Role = Literal["baseline", "final"]
 PairStatus = Literal["ok", "drift", "baseline_failed"]
@@ -162,6 +163,7 @@ class VerificationRun:
     train_limit: float | None
     eval_limit: float | None
     untrained_bpb: float | None = None   # the untrained model's bpb on the split: what a failed final scores
+    node: str = ""                       # host the pair ran on (both roles: one slot); "" in rows made before it
 
 
 @dataclass(frozen=True)
@@ -322,11 +324,11 @@ class Verifier:
     def pair(self, baseline_py: bytes, final_py: bytes, seed: int, gpu: int | None = None) -> PairResult:
         """The pair of (baseline, final) on seed, trained back to back on one slot unless cached."""
         key = (sha256_bytes(baseline_py)[:16], sha256_bytes(final_py)[:16])
-        folder = self.root / f"{key[0]}-{key[1]}" / f"seed-{seed}"
+        folder = pair_folder(self.cache_dir, self.profile, baseline_py, final_py, seed)
         cached = read_json(folder / "pair.json")
         if cached is not None:
             return PairResult.from_dict(cached)
-        shutil.rmtree(folder, ignore_errors=True)   # an interrupted pair starts over
+        _clear(folder)   # an interrupted pair starts over
         sources = {"baseline": baseline_py, "final": final_py}
         attempts: list[Attempt] = []
         status: PairStatus = "drift"
@@ -365,6 +367,11 @@ class Verifier:
         with self._lock:
             return [r.tokens_per_second for r in self._accepted
                     if r.train_py_hash == baseline.train_py_hash and r.tokens_per_second is not None]
+
+    def baseline_run(self, work: Path, seed: int, gpu: int | None = None) -> RunRecord:
+        """One run of the profile's baseline train.py on seed into folder `work`, in a sandbox like every verification
+        run's (per-node calibration, harness/calibration.py); InfraError as in pair()."""
+        return self._train(work, "baseline", task_files(self.profile)["train.py"].encode(), seed, gpu)
 
     def _train(self, work: Path, role: Role, train_py: bytes, seed: int, gpu: int | None) -> RunRecord:
         """One launcher run in a fresh sandbox under the limits measured so far; recorded, never raised."""
@@ -473,7 +480,7 @@ def verification(pairs: list[PairResult], baseline_commit: str, final_commit: st
                     tokens_per_second=run.tokens_per_second, pre_eval_seconds=run.pre_eval_seconds,
                     eval_seconds=run.eval_seconds, neighbour_load=run.neighbour_load,
                     train_limit=run.train_limit, eval_limit=run.eval_limit,
-                    untrained_bpb=(run.untrained or untrained or {}).get(split)))
+                    untrained_bpb=(run.untrained or untrained or {}).get(split), node=run.node))
     findings = run_findings(pairs, final_commit)
     gains = {split: scored_gains(rows, split) for split in ("val", "test")}
     seeds = sorted(set(gains["val"]) & set(gains["test"]))
@@ -491,19 +498,55 @@ def scored_gains(rows: list[VerificationRun], split: str) -> dict[int, float]:
             for role, seed in scored if role == "baseline" and ("final", seed) in scored}
 
 
-def verify_session(folder: Path, verifier: Verifier, gpu: int | None = None) -> dict:
-    """Verify one finished session (baseline vs final commit) on `gpu`; resumable. verification.json holds
-    schema_version, seeds, splits, runs (VerificationRun rows: the verifications table), pairs (PairResult:
-    every attempt with both runs' measurements, limits and drift reasons) and findings (integrity.Finding)."""
+def _clear(folder: Path) -> None:
+    """Empty the folder of a pair that starts over, but for the lease of the job training it (harness/jobs.py)."""
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if path.name != LEASE_FILE:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def pair_folder(cache_dir: Path, profile: Profile, baseline_py: bytes, final_py: bytes, seed: int) -> Path:
+    return cache_dir / profile.hash / "pairs" / f"{sha256_bytes(baseline_py)[:16]}-{sha256_bytes(final_py)[:16]}" \
+        / f"seed-{seed}"
+
+
+def cached_pair(cache_dir: Path, profile: Profile, baseline_py: bytes, final_py: bytes, seed: int) -> PairResult | None:
+    """The pair's result when it was trained already; None when not (then only a Verifier on a node makes it)."""
+    cached = read_json(pair_folder(cache_dir, profile, baseline_py, final_py, seed) / "pair.json")
+    return None if cached is None else PairResult.from_dict(cached)
+
+
+def session_sources(folder: Path) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """(commit, train.py) of a finished session's baseline and final."""
+    session, workspace = read_json(folder / "session.json"), folder / "workspace"
+    return ((session["baseline_commit"], file_at(workspace, session["baseline_commit"], "train.py")),
+            (session["final_commit"], file_at(workspace, session["final_commit"], "train.py")))
+
+
+def verification_done(folder: Path) -> bool:
+    """Whether the session has its verification; one that failed (an "error" recorded) is tried again."""
     existing = read_json(folder / "verification.json")
-    if existing is not None:
-        return existing
-    session = read_json(folder / "session.json")
-    workspace = folder / "workspace"
-    result = verifier.verify(*[(c, file_at(workspace, c, "train.py"))
-                               for c in (session["baseline_commit"], session["final_commit"])], gpu=gpu)
-    record = {"schema_version": SCHEMA_VERSION, "seeds": list(verifier.seeds), "splits": list(verifier.splits),
+    return existing is not None and not existing.get("error")
+
+
+def write_verification(folder: Path, result: Verification, seeds: tuple[int, ...], splits: tuple[str, ...]) -> dict:
+    """verification.json: schema_version, seeds, splits, runs (VerificationRun rows: the verifications table),
+    pairs (PairResult: every attempt with both runs' measurements, limits and drift reasons) and findings
+    (integrity.Finding)."""
+    record = {"schema_version": SCHEMA_VERSION, "seeds": list(seeds), "splits": list(splits),
               "runs": [asdict(r) for r in result.runs], "pairs": [asdict(p) for p in result.pairs],
               "findings": [asdict(f) for f in result.findings]}
+    write_json(folder / "verification.json", record)
+    return record
+
+
+def write_verification_error(folder: Path, message: str, seeds: tuple[int, ...], splits: tuple[str, ...]) -> dict:
+    """verification.json of a session the infrastructure could not verify: no runs, the reason in "error" (an infra
+    failure, never the agent's; the next `arbench run` tries again)."""
+    record = {"schema_version": SCHEMA_VERSION, "seeds": list(seeds), "splits": list(splits), "runs": [], "pairs": [],
+              "findings": [], "error": message}
     write_json(folder / "verification.json", record)
     return record

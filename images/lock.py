@@ -33,8 +33,8 @@ IMAGES = Path(__file__).resolve().parent
 ROOT = IMAGES.parent
 PYPI = "https://pypi.org/simple"
 # dependencies of code that runs on the host only, never in a sandbox: the LLM gateway's serving stack (it holds the
-# provider keys; an agent's image has no use for it)
-HOST_ONLY = frozenset({"starlette", "uvicorn", "sniffio"})
+# provider keys; an agent's image has no use for it), the Slurm executor and the published site (leaderboards/)
+HOST_ONLY = frozenset({"starlette", "uvicorn", "sniffio", "submitit", "pygments", "markdown-it-py"})
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from harness.runtime.base import ExecResult, RuntimeError_, SandboxSpec
 from harness.runtime.docker import DockerRuntime, docker_available
 from harness.runtime.images import IMAGES, PROJECT_ROOT
 from harness.workspace import Baseline, make_workspace
-from support import fast_profile
+from support import fast_profile, write_config
 
 
 @pytest.fixture(scope="session")
@@ -137,4 +137,17 @@ def model_gateway(tmp_path_factory) -> Iterator[ModelGateway]:
             Gateway.start(root / "state", {"anthropic": scripted.url, "openai": scripted.url}, root / "keys.env",
                           retry=retry) as gateway:
         yield ModelGateway(gateway, scripted, keys)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, corpus_data) -> tuple[Path, subprocess.CompletedProcess]:
+    """`arbench run` of every control (tests/harness/test_cheaters.py), one session each, verified on 3 held-out
+    seeds: run once per test session, shared by the tests that read its run folder (also its site's browser test)."""
+    from agents.controls import CONTROLS
+    root = tmp_path_factory.mktemp("cheaters")
+    config = write_config(root, list(CONTROLS), seeds=(1000, 1001, 1002))
+    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(root / "run")],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run", result
 

@@ -18,14 +18,15 @@ def fast_profile() -> Profile:
 
 
 def write_config(tmp_path: Path, agents: list[str], experiments: int = 2, seeds=(1000, 1001),
-                 runtime: str = "process") -> Path:
-    """A run config on fast_profile(): one session per agent, verified on `seeds`."""
+                 runtime: str = "process", calibration_runs: int = 0) -> Path:
+    """A run config on fast_profile(): one session per agent, verified on `seeds`; no per-node calibration unless
+    asked (it trains calibration_runs baselines before the first session)."""
     profile = tmp_path / "fast-profile.toml"
     profile.write_text(fast_profile().to_toml())
     config = tmp_path / "run.toml"
     config.write_text(f'run_id = "e2e"\nprofile = "{profile}"\nagents = {json.dumps(agents)}\nrepeats = 1\n'
                       f'runtime = "{runtime}"\n[budget]\nseconds = 300\nexperiments = {experiments}\n'
-                      f'[seeds]\nverify = {list(seeds)}\n')
+                      f'[seeds]\nverify = {list(seeds)}\n[calibration]\nruns = {calibration_runs}\n')
     return config
 
 

@@ -23,6 +23,11 @@ CONTROLS: dict[str, str] = {
     "cheater-valtrain": "agents.controls.cheaters:CheaterValtrain",
     "cheater-ledger": "agents.controls.cheaters:CheaterLedger",
 }
+# fault injection for the harness's tests (agents/controls/faults.py): real agents' failures, not reference rows
+FAULTS: dict[str, str] = {
+    "fault-hang": "agents.controls.faults:Hang",
+    "fault-fill-disk": "agents.controls.faults:FillDisk",
+}
 
 
 class UnknownControl(ValueError):
@@ -30,7 +35,8 @@ class UnknownControl(ValueError):
 
 
 def load_control(name: str) -> type:
-    if name not in CONTROLS:
-        raise UnknownControl(f"unknown control {name!r}; known: {', '.join(CONTROLS)}")
-    module, cls = CONTROLS[name].split(":")
+    known = CONTROLS | FAULTS
+    if name not in known:
+        raise UnknownControl(f"unknown control {name!r}; known: {', '.join(known)}")
+    module, cls = known[name].split(":")
     return getattr(importlib.import_module(module), cls)

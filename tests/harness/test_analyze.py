@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analyze import Tables, analyze, leaderboard_markdown, load_tables, render_markdown
+from harness.analyze import Tables, analyze, load_tables
 from harness import model, null_model
 from harness.run import publish
 from harness.stats import expected_max_normal
 from harness.store import build_tables as build_store_tables
+from leaderboards.markdown import leaderboard_markdown, render_markdown
 from support import write_session_folders
 
 SEEDS = [101, 102, 103]

@@ -13,11 +13,11 @@ import pytest
 from agents.base import AgentSpec, Start, get_agent
 from bench.contracts import LEDGER_SOCKET_ENV, REFUSED_EXIT_CODE
 from harness.collect import read_ledger
-from harness.config import Budget, parse_config
+from harness.config import Budget
 from harness.gateway.usage import GatewayBudget
 from harness.ledger import LedgerService
 from harness.runtime import get_runtime
-from harness.run import run_gateway
+from harness.jobs import session_gateway
 from harness.runtime.base import GatewayAddress, SandboxSpec
 from harness.session import SessionSpec, run_session
 from support import fast_profile
@@ -148,13 +148,11 @@ def test_without_a_cap_the_time_budget_ends_the_session(model_gateway, corpus_da
     assert record.dollars == pytest.approx(DOLLARS_PER_TURN * record.requests)
 
 
-def test_the_run_starts_one_gateway_when_an_agent_uses_it_and_stops_it_also_on_error(model_gateway, tmp_path):
-    config = parse_config({"run_id": "g", "profile": "cpu-tiny", "agents": ["noop"]})
-    with run_gateway(config, tmp_path) as none:
+def test_a_session_starts_its_gateway_when_its_agent_uses_it_and_stops_it_also_on_error(model_gateway, tmp_path):
+    with session_gateway(AgentSpec("noop"), tmp_path / "gateway") as none:
         assert none is None and not (tmp_path / "gateway").exists()
-    config = parse_config({"run_id": "g", "profile": "cpu-tiny",
-                           "agents": {"noop": {}, "probe": {"kind": "gateway-probe"}}})
-    with pytest.raises(KeyError), run_gateway(config, tmp_path, {"anthropic": model_gateway.scripted.url}) as gateway:
+    with pytest.raises(KeyError), session_gateway(AgentSpec("probe", "gateway-probe"), tmp_path / "gateway",
+                                                  {"anthropic": model_gateway.scripted.url}) as gateway:
         assert gateway.process.poll() is None and gateway.socket_path.exists()
         raise KeyError("a session went wrong")
     assert gateway.process.poll() is not None and not gateway.socket_path.exists()

@@ -4,10 +4,6 @@ Removing a defence (a check, the out-of-process scorer, the host ledger, the see
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -16,7 +12,7 @@ from harness.integrity import check_integrity
 from harness.runtime import get_runtime
 from harness.verify import Verifier
 from harness.workspace import file_at
-from support import fast_profile, write_config
+from support import fast_profile
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +37,6 @@ CAUGHT = {
 def test_every_control_is_in_the_pipeline_test():
     from agents.controls import CONTROLS
     assert set(CAUGHT) == set(CONTROLS)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, corpus_data) -> tuple[Path, subprocess.CompletedProcess]:
-    root = tmp_path_factory.mktemp("cheaters")
-    config = write_config(root, list(CAUGHT), seeds=(1000, 1001, 1002))
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(root / "run")],
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / "run", result
 
 
 @pytest.mark.parametrize("agent", list(CAUGHT))

@@ -82,6 +82,7 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, corpus_data)
     assert set(experiments["session_id"]) == {"noop-r0", "random-r0"}
     status = arbench("status", out)
     assert "random-r0" in status.stdout and "done" in status.stdout
+    arbench("check", out)   # the store is consistent: leases, tables, cache
 
 
 def test_verify_a_repo_with_the_original_results_tsv_layout(tmp_path, corpus_data):
