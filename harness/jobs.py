@@ -29,6 +29,7 @@ from typing import Literal, TypeVar
 
 from agents.base import AgentSpec, get_agent
 from bench.profile import Profile
+from harness.calibration import ensure_calibrated
 from harness.data import require_prepared
 from harness.gateway.client import Gateway
 from harness.lease import LeaseHeld, hold_lease, lease_alive, read_lease, session_state
@@ -68,6 +69,7 @@ class SessionJob:
     gateway: GatewaySetup = GatewaySetup()
     attempt: int = 0                  # resubmissions after the infrastructure lost an earlier job
     replaces: str = ""                # the lost job this one redoes: its lease is waited out, not refused
+    calibration_runs: int = 0         # baseline trainings of a node before its first session (harness/calibration.py)
 
     @property
     def key(self) -> str:
@@ -184,6 +186,7 @@ def _run_session(job: SessionJob) -> JobResult:
                     runtime = _runtime(job.placement)
                     data = require_prepared(job.spec.profile, job.spec.source)
                     gpu = job_gpu(job.placement, job.profile.needs_gpu)
+                    ensure_calibrated(job.placement.run_dir, job.profile, data, runtime, gpu, job.calibration_runs)
                     with session_gateway(job.spec.agent, job.placement.run_dir / "gateway" / job.key,
                                          job.gateway.upstreams, job.gateway.keys_file) as gateway:
                         return run_session(job.spec, job.placement.run_dir, runtime, data, gpu, gateway)

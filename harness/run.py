@@ -82,7 +82,7 @@ def run_benchmark(config: RunConfig, run_dir: Path, runtime_name: str | None = N
     console.print(cost_ceiling(config, specs))
     try:
         gateway = GatewaySetup(keys_file, upstreams or {})
-        jobs = [SessionJob(spec, placement, gateway) for spec in specs]
+        jobs = [SessionJob(spec, placement, gateway, calibration_runs=config.calibration_runs) for spec in specs]
         done = _dispatch(executor, run_dir, config, jobs, wait, _session_report(console, len(specs)), console)
         if len(done) < len(jobs) or not verify_all(config, run_dir, executor, placement, console, wait):
             console.print(f"jobs submitted ({run_dir / 'jobs.json'}); `arbench run` again with the same config and "

@@ -438,7 +438,8 @@ def _verification_noise(tables: Tables) -> list[NodeNoise]:
           & (v["pair_status"].astype(object).fillna("ok") == "ok") & np.isfinite(pd.to_numeric(v["bpb"],
                                                                                                 errors="coerce"))]
     host = tables.sessions.drop_duplicates("session_id").set_index("session_id").reindex(columns=["host"])["host"]
-    node = v["node"].replace("", np.nan).fillna(v["session_id"].map(host)).replace("", np.nan).fillna("this run's node")
+    node = v.get("node", pd.Series("", index=v.index)).astype(object).replace("", None).fillna(v["session_id"].map(host).astype(object))
+    node = node.replace("", None).fillna("this run's node")
     runs = v.assign(node=node.astype(str)).drop_duplicates(["node", "train_py_hash", "seed"])
     return [_node(n, g["bpb"].to_numpy(float), g["train_py_hash"].astype(str).to_numpy(), ())
             for n, g in runs.groupby("node", sort=True) if len(g) >= 2]

@@ -243,5 +243,17 @@ def leaderboard_markdown(tables: Tables, noise_agent: str = NOISE_AGENT) -> str:
     noise = null_model.loop_noise(tables, noise_agent)
     rows = analyze(tables, noise_agent, noise=noise)
     hashes = dict.fromkeys(r.profile_hash for r in rows)
-    extra = {h: loop_quality.markdown(tables, h, noise) + summaries.markdown(tables, h, noise) for h in hashes}
+    extra = {h: loop_quality.markdown(tables, h, noise) + summaries.markdown(tables, h, noise) + node_lines(tables, h)
+             for h in hashes}
     return render_markdown(rows, noise, extra)
+
+
+def node_lines(tables: Tables, profile_hash: str) -> list[str]:
+    """The noise floor per node: σ of val_bpb over its calibration runs (harness/calibration.py), its steps in the
+    budget and tokens/s."""
+    nodes = tables.nodes
+    ok = nodes[(nodes["profile_hash"] == profile_hash) & (nodes["status"] == "ok")]
+    lines = [f"- node {node}: σ = {num(float(runs['val_bpb'].std()))} bpb over {len(runs)} calibration runs, "
+             f"{runs['steps'].mean():.0f} steps, {runs['tokens_per_second'].mean():,.0f} tok/s"
+             for node, runs in ok.groupby("node", sort=True)]
+    return ["Noise floor per node:", "", *lines, ""] if lines else []

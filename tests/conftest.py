@@ -142,10 +142,11 @@ def model_gateway(tmp_path_factory) -> Iterator[ModelGateway]:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory, corpus_data) -> tuple[Path, subprocess.CompletedProcess]:
     """`arbench run` of every control (tests/harness/test_cheaters.py), one session each, verified on 3 held-out
-    seeds: run once per test session, shared by the tests that read its run folder (also its site's browser test)."""
+    seeds, after this node's calibration (2 baseline runs): run once per test session, shared by the tests that read
+    its run folder (also its site's browser test and tests/harness/test_calibration.py)."""
     from agents.controls import CONTROLS
     root = tmp_path_factory.mktemp("cheaters")
-    config = write_config(root, list(CONTROLS), seeds=(1000, 1001, 1002))
+    config = write_config(root, list(CONTROLS), seeds=(1000, 1001, 1002), calibration_runs=2)
     result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(root / "run")],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -25,37 +25,23 @@ TOLERANCE = 0.01        # of a size or coverage, as in test_stats_calibration.py
 N_LEADERBOARDS = 2000   # Monte Carlo SE of a rate near 0.05: 0.0049
 
 
-def test_each_node_calibrates_once_and_the_store_has_its_runs(tmp_path, corpus_data, monkeypatch):
-    """Trains the only new runs of this file (2 baselines of a 1 s budget, ~10 s): no fixture run calibrates."""
-    trained = []
-    baseline_run = Verifier.baseline_run
-    monkeypatch.setattr(Verifier, "baseline_run", lambda self, *a, **k: trained.append(a) or baseline_run(self, *a, **k))
-    profile, runtime = fast_profile(), get_runtime("process", cpus=2)
-    assert ensure_calibrated(tmp_path, profile, corpus_data, runtime, None, 0) is None
-    assert not (tmp_path / "nodes").exists()
-
-    results = []
-    slots = [threading.Thread(target=lambda: results.append(
-        ensure_calibrated(tmp_path, profile, corpus_data, runtime, None, 2))) for _ in range(2)]
-    for slot in slots:
-        slot.start()
-    for slot in slots:
-        slot.join()
-    assert len(trained) == 2 and results[0] == results[1]   # the second slot waited for the first one's runs
-    calibration = results[0]
-    assert calibration.node == node_name() and calibration.profile_hash == profile.hash
+def test_a_run_calibrates_its_node_before_the_sessions(pipeline, monkeypatch):
+    """The pipeline fixture's `arbench run` (calibration_runs=2) made the only real calibration runs of the tests."""
+    run_dir, _ = pipeline
+    calibration = NodeCalibration.from_dict(json.loads((run_dir / "nodes" / f"{node_name()}.json").read_text()))
+    sessions = [json.loads(p.read_text())["started_at"] for p in (run_dir / "sessions").glob("*/session.json")]
+    assert max(r.started_at for r in calibration.runs) < min(sessions)
     assert [r.seed for r in calibration.runs] == [9000, 9001] and {r.status for r in calibration.runs} == {"ok"}
+    assert calibration.profile_hash == fast_profile().hash and calibration.node == node_name()
     summary = calibration.summary
     assert summary.runs_ok == 2 and summary.steps_mean > 0 and summary.tokens_per_second_mean > 0
     assert 0 < summary.val_bpb_mean < 20 and summary.val_bpb_sd is not None
-    assert NodeCalibration.from_dict(
-        json.loads((tmp_path / "nodes" / f"{node_name()}.json").read_text())) == calibration
-
-    assert ensure_calibrated(tmp_path, profile, corpus_data, runtime, None, 2) == calibration
-    assert len(trained) == 2   # idempotent: nothing trained again
-    nodes = rebuild_tables(tmp_path)["nodes"]
+    nodes = pd.read_parquet(run_dir / "tables" / "nodes.parquet")
     assert nodes[["node", "seed", "status"]].values.tolist() == [[node_name(), 9000, "ok"], [node_name(), 9001, "ok"]]
     assert nodes["val_bpb"].std() == pytest.approx(summary.val_bpb_sd)
+    assert f"- node {node_name()}: σ = " in (run_dir / "leaderboard.md").read_text()   # the noise floor per node
+    monkeypatch.setattr(Verifier, "baseline_run", lambda *a, **k: pytest.fail("calibrated twice"))
+    assert ensure_calibrated(run_dir, fast_profile(), None, None, None, 2) == calibration
 
 
 def fake_run(self, work, seed, gpu=None) -> RunRecord:

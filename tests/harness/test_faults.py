@@ -103,6 +103,8 @@ def test_an_agent_that_hangs_silently_is_stopped_at_its_budget(fault_run):
 
 def test_a_train_py_that_fills_the_disk_is_an_agent_failure_the_harness_survives(fault_run):
     fill = fault_run.sessions().loc["fault-fill-disk-r0"]
-    assert (fill["failure_kind"], fill["infra_retries"]) == ("agent", 0), fill.to_dict()
+    assert (fill["status"], fill["end_reason"], fill["failure_kind"], fill["infra_retries"]) == \
+        ("agent_error", "disk_full", "agent", 0), fill.to_dict()
+    assert "disk full" in fill["message"]
     assert fill["n_experiments"] <= 1
     _check(fault_run.run_dir)

@@ -5,6 +5,7 @@ with scancel while it trains. Process runtime: the CI node has no Docker inside 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,9 @@ def _wait_for(what: str, ready, procs: list[subprocess.Popen], timeout_s: float 
 def slurm_run(slurm_cluster, tmp_path_factory, corpus_data) -> SlurmRun:
     root = tmp_path_factory.mktemp("slurm")
     config, out = write_config(root, ["noop", "random"]), root / "run"
+    # a job takes the whole node, as a GPU job takes its GPU: trainings of two jobs side by side on 2 shared cores
+    # would measure each other (over_budget), not the code under test
+    config.write_text(config.read_text() + f"[slurm]\ncpus_per_job = {os.cpu_count()}\n")
     argv = [*ARBENCH, "run", str(config), "--out", str(out), "--executor", "slurm"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     session = out / "sessions" / "random-r0"
@@ -77,7 +81,8 @@ def test_a_cancelled_job_is_resubmitted_as_an_infra_retry(slurm_run):
     sessions = pd.read_parquet(slurm_run.run_dir / "tables" / "sessions.parquet").set_index("session_id")
     assert sessions.loc["random-r0", "infra_retries"] == 1 and sessions.loc["noop-r0", "infra_retries"] == 0
     assert sessions.loc["random-r0", "failure_kind"] == ""   # not held against the agent
-    assert (slurm_run.run_dir / "sessions" / "random-r0.interrupted-1" / "session.json").exists()
+    interrupted = json.loads((slurm_run.run_dir / "sessions" / "random-r0.interrupted-1" / "session.json").read_text())
+    assert interrupted["status"] == "infra_error" and "stopped by Slurm" in interrupted["message"]
     jobs = json.loads((slurm_run.run_dir / "jobs.json").read_text())
     assert jobs["random-r0"]["attempt"] >= 1 and jobs["random-r0"]["job_id"] != slurm_run.cancelled
     assert any("resubmitted" in run.stderr for run in slurm_run.runs)
