@@ -25,6 +25,7 @@ from harness.executors import make_executor
 from harness.executors.base import Executor
 from harness.executors.dispatch import Dispatch, Journal
 from harness.jobs import GatewaySetup, Job, JobResult, PairFailed, PairJob, Placement, SessionJob
+from harness.lease import folder_lock
 from harness.provenance import project_revision
 from harness.runtime import RUNTIMES, get_runtime
 from harness.schedule import host_slots
@@ -181,16 +182,18 @@ def _pair_report(console: Console, total: int):
 
 
 def publish(run_dir: Path) -> str:
-    """Rebuild the tables from the session folders, write leaderboard.md and the run's site (<run_dir>/site/)."""
+    """Rebuild the tables from the session folders, write leaderboard.md and the run's site (<run_dir>/site/). One
+    publisher at a time (a lock beside tables/): two harnesses that finish one run together publish in turn."""
     from harness.analyze import Tables
     from leaderboards.markdown import leaderboard_markdown
     from leaderboards.site import build_site
 
-    markdown = leaderboard_markdown(Tables(**build_tables(run_dir)))
-    tmp = run_dir / ".leaderboard.md.tmp"
-    tmp.write_text(markdown)
-    os.replace(tmp, run_dir / "leaderboard.md")
-    build_site([run_dir], run_dir / "site")
+    with folder_lock(run_dir / "tables"):
+        markdown = leaderboard_markdown(Tables(**build_tables(run_dir)))
+        tmp = run_dir / ".leaderboard.md.tmp"
+        tmp.write_text(markdown)
+        os.replace(tmp, run_dir / "leaderboard.md")
+        build_site([run_dir], run_dir / "site")
     return markdown
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import io
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -75,8 +76,13 @@ def test_status_once_on_a_run_in_progress(run_in_progress):
 
 def test_status_refreshes_until_ctrl_c(run_in_progress):
     out = io.StringIO()
-    threading.Timer(1.0, _thread.interrupt_main).start()   # Ctrl-C, as the terminal sends it to the main thread
-    show(run_in_progress, Console(file=out, width=200, force_terminal=True), once=False, refresh_s=0.1)
+    # Ctrl-C as the terminal sends it, with Python's own SIGINT handler (an earlier test's library may have set another)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(1.0, _thread.interrupt_main).start()
+        show(run_in_progress, Console(file=out, width=200, force_terminal=True), once=False, refresh_s=0.1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "1 running" in out.getvalue()
 
 
